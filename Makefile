@@ -1,0 +1,67 @@
+# webstack: one command for the lab, one for the tests.
+#   make lab STAGE=0        containers for a stage + converge + smoke check
+#   make lab-down STAGE=0   remove them
+#   make test               everything CI runs
+SHELL := /bin/bash
+STAGE ?= 0
+VENV ?= .venv
+BUILD := $(CURDIR)/build
+PYTHON := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ANSIBLE_HOME := $(BUILD)/ansible-home
+export ANSIBLE_LOCAL_TEMP := $(BUILD)/ansible-home/tmp
+export PYTHONDONTWRITEBYTECODE := 1
+export WEBSTACK_SECRETS_DIR ?= $(BUILD)/secrets
+MOLECULE_SCENARIOS ?= stage0 stage0-trixie stage1
+
+.PHONY: help venv lab lab-down lab-smoke test lint unit syntax molecule images bench clean
+
+help:
+	@sed -n 's/^#   //p' Makefile
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+lab: venv
+	$(PYTHON) tools/lab.py up $(STAGE)
+
+lab-down: venv
+	$(PYTHON) tools/lab.py down $(STAGE)
+
+lab-smoke: venv
+	$(PYTHON) tools/lab.py smoke $(STAGE)
+
+images:
+	tools/ensure-docker.sh
+	tools/build-image.sh bookworm
+	tools/build-image.sh trixie
+
+lint: venv
+	yamllint --strict .
+	ansible-lint --profile production
+	ruff check app filter_plugins tools tests molecule
+	mypy --strict --ignore-missing-imports app/foobar_app filter_plugins tools
+
+syntax: venv
+	@for pb in site.yml playbooks/*.yml; do \
+	  ansible-playbook --syntax-check -i inventories/stage1 "$$pb" >/dev/null || exit 1; done; \
+	echo "syntax-check: all playbooks pass"
+
+unit: venv
+	pytest -q -p no:cacheprovider tests/unit
+
+molecule: venv images
+	@set -e; for s in $(MOLECULE_SCENARIOS); do \
+	  echo "=== molecule test -s $$s"; molecule test -s $$s; done
+
+test: lint syntax unit molecule
+
+bench: venv images
+	$(PYTHON) tools/bench.py --out $(BUILD)/bench.json
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,105 @@
+"""Filters that turn inventory facts into the data roles take (pure functions, unit-tested)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+IGNORED_PARTS = {"__pycache__", ".pytest_cache", ".mypy_cache"}
+
+
+def release_id(source_dir: str, prefix: str = "r-") -> str:
+    """A release id that changes exactly when the deployed code changes (content hash of the tree)."""
+    root = Path(source_dir)
+    if not root.is_dir():
+        raise ValueError(f"release_id: {source_dir} is not a directory")
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        relative = path.relative_to(root)
+        if IGNORED_PARTS.intersection(relative.parts) or path.suffix == ".pyc":
+            continue
+        digest.update(str(relative).encode("utf-8") + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return prefix + digest.hexdigest()[:12]
+
+
+def backend_servers(hosts: Iterable[str], hostvars: Mapping[str, Any], port: int,
+                    address_var: str = "webstack_address") -> list[dict[str, Any]]:
+    """Load-balancer members from an inventory group: one {name, address, port} per host."""
+    servers = []
+    for host in hosts:
+        address = hostvars[host].get(address_var) or hostvars[host].get("ansible_host") or host
+        servers.append({"name": str(host), "address": str(address), "port": int(port)})
+    return servers
+
+
+def dns_records(names: Iterable[str], zone: str, addresses: Iterable[str], ttl: int = 300) -> list[dict[str, Any]]:
+    """The records a stage needs: A records of the zone apex, CNAMEs of the other names to the apex."""
+    zone = zone.rstrip(".")
+    targets = sorted(set(addresses))
+    if not targets:
+        raise ValueError("dns_records: no address for the entry point (is the entry group empty?)")
+    records = [{"name": zone + ".", "type": "A", "ttl": ttl, "value": a} for a in targets]
+    for name in names:
+        fqdn = name.rstrip(".")
+        if fqdn == zone:
+            continue
+        if not fqdn.endswith("." + zone):
+            raise ValueError(f"dns_records: {name} is not inside the zone {zone}")
+        records.append({"name": fqdn + ".", "type": "CNAME", "ttl": ttl, "value": zone + "."})
+    return records
+
+
+def zone_lines(records: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Records as zone-file lines, for humans."""
+    return [f"{r['name']:<24} {r['ttl']:>5} IN {r['type']:<5} {r['value']}" for r in records]
+
+
+def group_roles(group_names: Iterable[str], roles_by_group: Mapping[str, list[str]]) -> list[str]:
+    """Roles a host holds, in first-seen order, from its groups and the group -> roles map."""
+    roles: list[str] = []
+    for group in group_names:
+        for role in roles_by_group.get(group, []):
+            if role not in roles:
+                roles.append(role)
+    return roles
+
+
+def role_packages(roles: Iterable[str], roles_dir: str, host_vars: Mapping[str, Any]) -> list[str]:
+    """Union of `<role>_packages` of the given roles: the host's own value wins over the role default.
+
+    Lets one apt transaction install what every role of a host needs before the roles run.
+    """
+    packages: list[str] = []
+    for role in roles:
+        key = f"{role}_packages"
+        if key in host_vars:
+            wanted = host_vars[key]
+        else:
+            defaults_file = Path(roles_dir) / role / "defaults" / "main.yml"
+            defaults = yaml.safe_load(defaults_file.read_text(encoding="utf-8")) or {}
+            if key not in defaults:
+                raise ValueError(f"role_packages: {defaults_file} defines no {key}")
+            wanted = defaults[key]
+        for package in wanted:
+            if package not in packages:
+                packages.append(str(package))
+    return packages
+
+
+class FilterModule:
+    """webstack filters."""
+
+    def filters(self) -> dict[str, Any]:
+        return {
+            "webstack_release_id": release_id,
+            "webstack_backend_servers": backend_servers,
+            "webstack_dns_records": dns_records,
+            "webstack_zone_lines": zone_lines,
+            "webstack_group_roles": group_roles,
+            "webstack_role_packages": role_packages,
+        }

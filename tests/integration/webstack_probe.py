@@ -1,0 +1,111 @@
+"""Helpers for the Molecule verifiers: reach the stack from the controller like a client would."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SITE = "www.foobar.com"
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def inventory() -> dict[str, Any]:
+    path = os.environ["MOLECULE_INVENTORY_FILE"]
+    return dict(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
+
+
+def group_hosts(group: str) -> list[str]:
+    return list((inventory()["all"]["children"].get(group) or {}).get("hosts", {}) or {})
+
+
+def container_address(container: str) -> str:
+    out = subprocess.run(["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", container],
+                         check=True, capture_output=True, text=True).stdout
+    networks = json.loads(out)
+    return str(next(iter(networks.values()))["IPAddress"])
+
+
+def request(address: str, method: str, path: str, body: Any = None, port: int = 80,
+            timeout: float = 5.0, headers: dict[str, str] | None = None) -> Reply:
+    conn = http.client.HTTPConnection(address, port, timeout=timeout)
+    payload = None
+    all_headers = {"Host": SITE, **(headers or {})}
+    if body is not None:
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
+        all_headers.setdefault("Content-Type", "application/json")
+    try:
+        conn.request(method, path, body=payload, headers=all_headers)
+        response = conn.getresponse()
+        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+    finally:
+        conn.close()
+
+
+def unique_text(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.5) -> bool:
+    """Poll predicate() until it is truthy or `timeout` seconds pass (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return True
+        except OSError:
+            pass
+        time.sleep(interval)
+    return False
+
+
+def playbook_recap(*extra: str) -> dict[str, dict[str, int]]:
+    """Run site.yml against the scenario's hosts and return the PLAY RECAP counters per host."""
+    env = dict(os.environ,
+               ANSIBLE_ROLES_PATH=str(ROOT / "roles"),
+               ANSIBLE_FILTER_PLUGINS=str(ROOT / "filter_plugins"),
+               ANSIBLE_PIPELINING="true",
+               ANSIBLE_CALLBACKS_ENABLED="",
+               ANSIBLE_NOCOLOR="1")
+    result = subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(ROOT / "site.yml"), *extra],
+        env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    recap: dict[str, dict[str, int]] = {}
+    for line in result.stdout.split("PLAY RECAP")[-1].splitlines():
+        match = re.match(r"^(\S+)\s+:\s+(.*)$", line.strip())
+        if match:
+            recap[match.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2))}
+    assert recap, result.stdout[-2000:]
+    return recap
+
+
+@contextmanager
+def stopped(host: Any, service: str) -> Iterator[None]:
+    """Stop a service for the duration of the block; always start it again."""
+    host.run(f"systemctl stop {service}")
+    try:
+        yield
+    finally:
+        host.run(f"systemctl start {service}")

@@ -1,0 +1,164 @@
+"""The WSGI app's interface, exercised without a database (a fake store stands in)."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+
+from foobar_app.config import DBSettings, Settings, parse_settings
+from foobar_app.store import Item, StoreError
+from foobar_app.web import App, read_release
+
+DB = DBSettings(host="db", port=3306, user="u", password="p", database="foobar")
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.items: list[Item] = [Item(1, "first <b>", "2026-01-01T00:00:00")]
+        self.read_down = False
+        self.write_down = False
+
+    def latest(self, limit: int) -> list[Item]:
+        if self.read_down:
+            raise StoreError("down")
+        return list(reversed(self.items))[:limit]
+
+    def add(self, text: str) -> Item:
+        if self.write_down:
+            raise StoreError("down")
+        item = Item(len(self.items) + 1, text, "2026-01-01T00:00:01")
+        self.items.append(item)
+        return item
+
+    def ping_read(self) -> None:
+        if self.read_down:
+            raise StoreError("down")
+
+    def ping_write(self) -> None:
+        if self.write_down:
+            raise StoreError("down")
+
+
+@pytest.fixture()
+def store() -> FakeStore:
+    return FakeStore()
+
+
+@pytest.fixture()
+def app(store: FakeStore) -> App:
+    return App(Settings(host_name="web-01", write_db=DB, read_db=DB), store, "r-test")
+
+
+def call(app: App, method: str, path: str, body: bytes = b"", content_type: str = "application/json") -> tuple[int, dict[str, str], bytes]:
+    captured: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        captured["status"] = int(status.split()[0])
+        captured["headers"] = dict(headers)
+
+    environ = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "CONTENT_TYPE": content_type,
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+    }
+    payload = b"".join(app(environ, start_response))
+    return captured["status"], captured["headers"], payload
+
+
+def test_index_lists_rows_escaped_and_names_host(app: App) -> None:
+    status, headers, body = call(app, "GET", "/")
+    assert status == 200
+    assert headers["X-Served-By"] == "web-01"
+    assert b"first &lt;b&gt;" in body and b"web-01" in body
+
+
+def test_api_items_reports_host_and_items(app: App) -> None:
+    status, _, body = call(app, "GET", "/api/items")
+    document = json.loads(body)
+    assert status == 200
+    assert document["host"] == "web-01"
+    assert document["items"][0]["text"] == "first <b>"
+
+
+def test_post_creates_row_and_answers_201(app: App, store: FakeStore) -> None:
+    status, headers, body = call(app, "POST", "/api/items", json.dumps({"text": "hello"}).encode())
+    assert status == 201
+    assert json.loads(body)["text"] == "hello"
+    assert store.items[-1].text == "hello"
+    assert headers["X-Served-By"] == "web-01"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"not json", "application/json"),
+        (b"{}", "application/json"),
+        (b'{"text": ""}', "application/json"),
+        (b'{"text": 5}', "application/json"),
+        (b'["text"]', "application/json"),
+        (json.dumps({"text": "x" * 501}).encode(), "application/json"),
+        (b"\xff\xfe", "application/json"),
+        (b'{"text": "ok"}', "text/plain"),
+        (b"", "application/json"),
+        (b"x" * (17 * 1024), "application/json"),
+    ],
+)
+def test_bad_input_is_a_400_with_json_error(app: App, body: bytes, content_type: str) -> None:
+    status, headers, payload = call(app, "POST", "/api/items", body, content_type)
+    assert status == 400
+    assert "error" in json.loads(payload)
+    assert headers["Content-Type"] == "application/json"
+
+
+def test_write_db_down_is_503_not_500(app: App, store: FakeStore) -> None:
+    store.write_down = True
+    status, _, _ = call(app, "POST", "/api/items", b'{"text": "x"}')
+    assert status == 503
+
+
+def test_healthz_follows_the_read_database(app: App, store: FakeStore) -> None:
+    assert call(app, "GET", "/healthz")[0] == 200
+    store.write_down = True
+    status, _, body = call(app, "GET", "/healthz")
+    assert status == 200 and json.loads(body)["write_db"] == "down"
+    store.read_down = True
+    assert call(app, "GET", "/healthz")[0] == 503
+    assert call(app, "GET", "/")[0] == 503
+    assert call(app, "GET", "/api/items")[0] == 503
+
+
+def test_version_and_unknown_paths(app: App) -> None:
+    status, _, body = call(app, "GET", "/version")
+    assert (status, body) == (200, b"r-test\n")
+    status, headers, _ = call(app, "GET", "/nope")
+    assert status == 404 and headers["X-Served-By"] == "web-01"
+    status, headers, _ = call(app, "DELETE", "/api/items")
+    assert status == 405 and headers["Allow"] == "GET, POST"
+
+
+def test_head_has_no_body(app: App) -> None:
+    status, headers, body = call(app, "HEAD", "/version")
+    assert status == 200 and body == b"" and headers["Content-Length"] == "7"
+
+
+def test_settings_read_db_defaults_to_write_db() -> None:
+    raw = {"host_name": "h", "write_db": {"host": "a", "user": "u", "password": "p", "database": "d"}}
+    settings = parse_settings(raw)
+    assert settings.read_db == settings.write_db
+    assert settings.write_db.port == 3306
+
+
+def test_settings_name_the_missing_key() -> None:
+    with pytest.raises(ValueError, match="write_db.password"):
+        parse_settings({"write_db": {"host": "a", "user": "u", "database": "d"}})
+
+
+def test_release_marker(tmp_path: Any) -> None:
+    assert read_release(tmp_path) == "dev"
+    (tmp_path / "RELEASE").write_text("r-abc\n")
+    assert read_release(tmp_path) == "r-abc"

@@ -1,0 +1,81 @@
+"""Inventory-to-data filters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import webstack
+
+
+def test_release_id_changes_with_content_only(tmp_path: Path) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    first = webstack.release_id(str(tmp_path))
+    (tmp_path / "pkg" / "__pycache__").mkdir()
+    (tmp_path / "pkg" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"junk")
+    assert webstack.release_id(str(tmp_path)) == first
+    assert first.startswith("r-") and len(first) == 14
+    (tmp_path / "pkg" / "a.py").write_text("x = 2\n")
+    assert webstack.release_id(str(tmp_path)) != first
+
+
+def test_release_id_rejects_missing_dir(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not a directory"):
+        webstack.release_id(str(tmp_path / "missing"))
+
+
+def test_backend_servers_prefers_address_var() -> None:
+    hostvars = {"web-01": {"webstack_address": "10.0.0.1"}, "web-02": {"ansible_host": "10.0.0.2"}}
+    servers = webstack.backend_servers(["web-01", "web-02"], hostvars, 80)
+    assert servers == [
+        {"name": "web-01", "address": "10.0.0.1", "port": 80},
+        {"name": "web-02", "address": "10.0.0.2", "port": 80},
+    ]
+
+
+def test_dns_records_apex_a_and_www_cname() -> None:
+    records = webstack.dns_records(["www.foobar.com", "foobar.com"], "foobar.com", ["192.0.2.10"])
+    assert records == [
+        {"name": "foobar.com.", "type": "A", "ttl": 300, "value": "192.0.2.10"},
+        {"name": "www.foobar.com.", "type": "CNAME", "ttl": 300, "value": "foobar.com."},
+    ]
+    assert webstack.zone_lines(records)[1].split() == ["www.foobar.com.", "300", "IN", "CNAME", "foobar.com."]
+
+
+def test_dns_records_refuse_foreign_names_and_no_address() -> None:
+    with pytest.raises(ValueError, match="not inside the zone"):
+        webstack.dns_records(["www.example.org"], "foobar.com", ["192.0.2.1"])
+    with pytest.raises(ValueError, match="no address"):
+        webstack.dns_records(["www.foobar.com"], "foobar.com", [])
+
+
+def test_group_roles_in_order_without_duplicates() -> None:
+    roles = webstack.group_roles(
+        ["webservers", "appservers", "db_primary", "db_replicas"],
+        {"webservers": ["nginx"], "appservers": ["app"], "db_primary": ["mysql"], "db_replicas": ["mysql"]},
+    )
+    assert roles == ["nginx", "app", "mysql"]
+
+
+def test_role_packages_reads_defaults_and_honours_overrides(tmp_path: Path) -> None:
+    for role, packages in {"nginx": ["nginx"], "app": ["gunicorn", "python3-pymysql"],
+                           "mysql": ["mariadb-server", "python3-pymysql"]}.items():
+        (tmp_path / role / "defaults").mkdir(parents=True)
+        (tmp_path / role / "defaults" / "main.yml").write_text(f"{role}_packages: {packages}\n")
+    result = webstack.role_packages(["nginx", "app", "mysql"], str(tmp_path), {"nginx_packages": ["nginx-light"]})
+    assert result == ["nginx-light", "gunicorn", "python3-pymysql", "mariadb-server"]
+
+
+def test_role_packages_names_the_missing_variable(tmp_path: Path) -> None:
+    (tmp_path / "x" / "defaults").mkdir(parents=True)
+    (tmp_path / "x" / "defaults" / "main.yml").write_text("---\n")
+    with pytest.raises(ValueError, match="x_packages"):
+        webstack.role_packages(["x"], str(tmp_path), {})
+
+
+def test_real_roles_declare_their_packages() -> None:
+    roles_dir = Path(__file__).resolve().parents[2] / "roles"
+    packages = webstack.role_packages(["nginx", "app", "mysql"], str(roles_dir), {})
+    assert "nginx" in packages and "mariadb-server" in packages and "gunicorn" in packages

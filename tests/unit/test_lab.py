@@ -1,0 +1,55 @@
+"""Pure parts of the lab tool: naming, inventory parsing, docker arguments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import lab
+
+INVENTORY = {
+    "_meta": {"hostvars": {}},
+    "all": {"children": ["ungrouped", "loadbalancers", "webservers", "db_primary"]},
+    "loadbalancers": {"hosts": ["lb-01"]},
+    "webservers": {"hosts": ["web-01", "web-02"]},
+    "db_primary": {"hosts": ["web-01"]},
+}
+
+
+def test_names_carry_the_project_and_stage_prefix() -> None:
+    assert lab.container_name(0, "web-01") == "webstack-s0-web-01"
+    assert lab.network_name(2) == "webstack-s2"
+    assert lab.subnet(1) == "10.250.1.0/24"
+    with pytest.raises(ValueError):
+        lab.subnet(12)
+
+
+def test_parse_inventory_collects_groups_per_host() -> None:
+    hosts = lab.parse_inventory(INVENTORY, 1)
+    assert [h.name for h in hosts] == ["lb-01", "web-01", "web-02"]
+    assert hosts[1].groups == ("db_primary", "webservers")
+    assert lab.entry_host(hosts).name == "lb-01"
+
+
+def test_entry_is_first_web_server_without_load_balancer() -> None:
+    hosts = lab.parse_inventory({"webservers": {"hosts": ["web-01"]}}, 0)
+    assert lab.entry_host(hosts).name == "web-01"
+    with pytest.raises(ValueError):
+        lab.entry_host([])
+
+
+def test_run_args_boot_systemd_and_alias_the_entry() -> None:
+    host = lab.LabHost("lb-01", ("loadbalancers",), 1)
+    args = lab.run_args(host, "img:tag", Path("/k.pub"), entry=True)
+    assert args[-1] == "img:tag"
+    assert "--privileged" not in args
+    assert "SIGRTMIN+3" in args and "net.ipv4.ip_nonlocal_bind=1" in args
+    assert "www.foobar.com" in args and "/k.pub:/root/.ssh/authorized_keys:ro" in args
+
+
+def test_overlay_inventory_holds_only_connection_details() -> None:
+    overlay = lab.overlay_inventory({"web-01": "10.250.0.2"}, Path("/key"))
+    hostvars = overlay["all"]["hosts"]["web-01"]
+    assert hostvars["ansible_host"] == "10.250.0.2"
+    assert set(hostvars) == {"ansible_host", "ansible_user", "ansible_ssh_private_key_file", "ansible_ssh_common_args"}

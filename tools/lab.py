@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""Local lab: one systemd container per inventory host of a stage, reached over SSH like real hosts.
+
+    python tools/lab.py up 0      containers + converge + smoke check
+    python tools/lab.py down 0    remove the stage's containers and network
+    python tools/lab.py smoke 0   only the smoke check
+
+Containers are named webstack-s<N>-<host>, sit on the network webstack-s<N> (10.250.<N>.0/24)
+and get the generated lab key in root's authorized_keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build" / "lab"
+PREFIX = "webstack"
+SITE_NAME = "www.foobar.com"
+ENTRY_ALIASES = ("www.foobar.com", "foobar.com")
+SYSTEMD_FLAGS = [
+    "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN",
+    "--security-opt", "seccomp=unconfined",
+    "--tmpfs", "/run", "--tmpfs", "/run/lock",
+    "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--cgroupns=host",
+    "--stop-signal", "SIGRTMIN+3",
+]
+
+
+@dataclass(frozen=True)
+class LabHost:
+    """One inventory host and the container that plays it."""
+
+    name: str
+    groups: tuple[str, ...]
+    stage: int
+
+    @property
+    def container(self) -> str:
+        return container_name(self.stage, self.name)
+
+
+def container_name(stage: int, host: str) -> str:
+    return f"{PREFIX}-s{stage}-{host}"
+
+
+def network_name(stage: int) -> str:
+    return f"{PREFIX}-s{stage}"
+
+
+def subnet(stage: int) -> str:
+    if not 0 <= stage <= 9:
+        raise ValueError(f"stage must be 0..9, got {stage}")
+    return f"10.250.{stage}.0/24"
+
+
+def parse_inventory(document: dict, stage: int) -> list[LabHost]:
+    """Hosts and their groups from `ansible-inventory --list` output, in inventory order."""
+    membership: dict[str, list[str]] = {}
+    for group, body in document.items():
+        if group in ("_meta", "all", "ungrouped") or not isinstance(body, dict):
+            continue
+        for host in body.get("hosts", []):
+            membership.setdefault(host, []).append(group)
+    return [LabHost(name=h, groups=tuple(sorted(g)), stage=stage) for h, g in membership.items()]
+
+
+def entry_host(hosts: list[LabHost]) -> LabHost:
+    """The host that receives the site's traffic: the first load balancer, else the first web server."""
+    for group in ("loadbalancers", "webservers"):
+        for host in hosts:
+            if group in host.groups:
+                return host
+    raise ValueError("inventory has neither loadbalancers nor webservers")
+
+
+def run_args(host: LabHost, image: str, pubkey: Path, entry: bool) -> list[str]:
+    """The docker run command line for one host."""
+    args = ["docker", "run", "-d", "--name", host.container, "--hostname", host.name,
+            "--network", network_name(host.stage), "--label", f"{PREFIX}.stage={host.stage}",
+            *SYSTEMD_FLAGS, "-v", f"{pubkey}:/root/.ssh/authorized_keys:ro"]
+    if "loadbalancers" in host.groups:
+        args += ["--sysctl", "net.ipv4.ip_nonlocal_bind=1"]
+    if entry:
+        for alias in ENTRY_ALIASES:
+            args += ["--network-alias", alias]
+    return args + [image]
+
+
+def overlay_inventory(addresses: dict[str, str], key: Path) -> dict:
+    """Connection details of the lab containers, layered over the stage inventory."""
+    return {
+        "all": {
+            "hosts": {
+                name: {
+                    "ansible_host": address,
+                    "ansible_user": "root",
+                    "ansible_ssh_private_key_file": str(key),
+                    "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+                                               "-o LogLevel=ERROR",
+                }
+                for name, address in addresses.items()
+            }
+        }
+    }
+
+
+def sh(args: list[str], check: bool = True, capture: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, check=check, text=True, capture_output=capture)
+
+
+def exists(kind: str, name: str) -> bool:
+    return sh(["docker", kind, "inspect", name], check=False, capture=True).returncode == 0
+
+
+def load_hosts(stage: int) -> list[LabHost]:
+    inventory = ROOT / "inventories" / f"stage{stage}"
+    if not inventory.is_dir():
+        raise SystemExit(f"lab: no inventory {inventory}")
+    out = sh(["ansible-inventory", "-i", str(inventory), "--list"], capture=True).stdout
+    return parse_inventory(json.loads(out), stage)
+
+
+def ensure_key() -> Path:
+    key = BUILD / "id_ed25519"
+    if not key.exists():
+        BUILD.mkdir(parents=True, exist_ok=True)
+        sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "webstack-lab", "-f", str(key)])
+    return key
+
+
+def container_address(stage: int, host: str) -> str:
+    out = sh(["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", container_name(stage, host)],
+             capture=True).stdout
+    return str(json.loads(out)[network_name(stage)]["IPAddress"])
+
+
+def wait_for_ssh(address: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((address, 22), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit(f"lab: no SSH on {address} after {timeout:.0f} s")
+
+
+def up(stage: int, release: str, converge: bool) -> None:
+    sh([str(ROOT / "tools" / "ensure-docker.sh")])
+    image = sh([str(ROOT / "tools" / "build-image.sh"), release], capture=True).stdout.strip().splitlines()[-1]
+    key = ensure_key()
+    hosts = load_hosts(stage)
+    entry = entry_host(hosts)
+    if not exists("network", network_name(stage)):
+        sh(["docker", "network", "create", "--subnet", subnet(stage), "--label", f"{PREFIX}.stage={stage}",
+            network_name(stage)], capture=True)
+    for host in hosts:
+        if not exists("container", host.container):
+            sh(run_args(host, image, key.with_suffix(".pub"), host == entry), capture=True)
+        else:
+            sh(["docker", "start", host.container], capture=True)
+    addresses = {h.name: container_address(stage, h.name) for h in hosts}
+    for address in addresses.values():
+        wait_for_ssh(address)
+    overlay = BUILD / f"stage{stage}" / "lab.yml"
+    overlay.parent.mkdir(parents=True, exist_ok=True)
+    overlay.write_text(json.dumps(overlay_inventory(addresses, key), indent=2) + "\n", encoding="utf-8")
+    print(f"lab: {len(hosts)} container(s) on {network_name(stage)}: "
+          + ", ".join(f"{h}={a}" for h, a in addresses.items()))
+    if converge:
+        env = dict(os.environ, WEBSTACK_SECRETS_DIR=str(BUILD / f"stage{stage}" / "secrets"))
+        cmd = ["ansible-playbook", str(ROOT / "site.yml"), "-i", str(ROOT / "inventories" / f"stage{stage}"),
+               "-i", str(overlay)]
+        if subprocess.run(cmd, cwd=ROOT, env=env, check=False).returncode != 0:
+            raise SystemExit("lab: converge failed")
+        smoke(stage, addresses[entry.name])
+
+
+def fetch(address: str, path: str, port: int = 80) -> tuple[int, list[tuple[str, str]], bytes]:
+    conn = http.client.HTTPConnection(address, port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Host": SITE_NAME})
+        response = conn.getresponse()
+        return response.status, response.getheaders(), response.read()
+    finally:
+        conn.close()
+
+
+def smoke(stage: int, address: str | None = None) -> None:
+    if address is None:
+        address = container_address(stage, entry_host(load_hosts(stage)).name)
+    status, headers, body = fetch(address, "/")
+    print(f"\nsmoke check: http://{SITE_NAME}/ (resolved to {address} in the lab)")
+    print(f"HTTP {status}")
+    for name, value in headers:
+        print(f"{name}: {value}")
+    print()
+    for line in body.decode("utf-8", "replace").splitlines()[:14]:
+        print(line)
+    if status != 200 or b'id="items"' not in body:
+        raise SystemExit("lab: smoke check failed: no DB-backed page")
+
+
+def down(stage: int) -> None:
+    sh([str(ROOT / "tools" / "ensure-docker.sh")])
+    names = sh(["docker", "ps", "-aq", "--filter", f"label={PREFIX}.stage={stage}"], capture=True).stdout.split()
+    if names:
+        sh(["docker", "rm", "-f", *names], capture=True)
+    if exists("network", network_name(stage)):
+        sh(["docker", "network", "rm", network_name(stage)], capture=True)
+    print(f"lab: removed {len(names)} container(s) and the network of stage {stage}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["up", "down", "smoke", "create"])
+    parser.add_argument("stage", type=int, choices=range(0, 4))
+    parser.add_argument("--release", default=os.environ.get("WEBSTACK_DEBIAN", "bookworm"),
+                        choices=["bookworm", "trixie"])
+    args = parser.parse_args(argv)
+    if args.action in ("up", "create"):
+        up(args.stage, args.release, converge=args.action == "up")
+    elif args.action == "down":
+        down(args.stage)
+    else:
+        smoke(args.stage)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
