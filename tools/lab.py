@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "lab"
@@ -63,7 +64,7 @@ def subnet(stage: int) -> str:
     return f"10.250.{stage}.0/24"
 
 
-def parse_inventory(document: dict, stage: int) -> list[LabHost]:
+def parse_inventory(document: dict[str, Any], stage: int) -> list[LabHost]:
     """Hosts and their groups from `ansible-inventory --list` output, in inventory order."""
     membership: dict[str, list[str]] = {}
     for group, body in document.items():
@@ -96,7 +97,7 @@ def run_args(host: LabHost, image: str, pubkey: Path, entry: bool) -> list[str]:
     return args + [image]
 
 
-def overlay_inventory(addresses: dict[str, str], key: Path) -> dict:
+def overlay_inventory(addresses: dict[str, str], key: Path) -> dict[str, Any]:
     """Connection details of the lab containers, layered over the stage inventory."""
     return {
         "all": {
@@ -224,7 +225,7 @@ def down(stage: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["up", "down", "smoke", "create"])
-    parser.add_argument("stage", type=int, choices=range(0, 4))
+    parser.add_argument("stage", type=int, choices=range(4))
     parser.add_argument("--release", default=os.environ.get("WEBSTACK_DEBIAN", "bookworm"),
                         choices=["bookworm", "trixie"])
     args = parser.parse_args(argv)

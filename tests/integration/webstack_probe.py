@@ -86,7 +86,6 @@ def playbook_recap(*extra: str) -> dict[str, dict[str, int]]:
                ANSIBLE_ROLES_PATH=str(ROOT / "roles"),
                ANSIBLE_FILTER_PLUGINS=str(ROOT / "filter_plugins"),
                ANSIBLE_PIPELINING="true",
-               ANSIBLE_CALLBACKS_ENABLED="",
                ANSIBLE_NOCOLOR="1")
     result = subprocess.run(
         ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(ROOT / "site.yml"), *extra],
@@ -94,7 +93,7 @@ def playbook_recap(*extra: str) -> dict[str, dict[str, int]]:
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     recap: dict[str, dict[str, int]] = {}
     for line in result.stdout.split("PLAY RECAP")[-1].splitlines():
-        match = re.match(r"^(\S+)\s+:\s+(.*)$", line.strip())
+        match = re.match(r"^(\S+)\s+:\s+(ok=.*)$", line.strip())
         if match:
             recap[match.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2))}
     assert recap, result.stdout[-2000:]

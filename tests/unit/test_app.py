@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import pytest
-
 from foobar_app.config import DBSettings, Settings, parse_settings
 from foobar_app.store import Item, StoreError
 from foobar_app.web import App, read_release

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 import lab
+import pytest
 
 INVENTORY = {
     "_meta": {"hostvars": {}},
@@ -53,3 +52,13 @@ def test_overlay_inventory_holds_only_connection_details() -> None:
     hostvars = overlay["all"]["hosts"]["web-01"]
     assert hostvars["ansible_host"] == "10.250.0.2"
     assert set(hostvars) == {"ansible_host", "ansible_user", "ansible_ssh_private_key_file", "ansible_ssh_common_args"}
+
+
+def test_role_docs_table_lists_each_variable(tmp_path: Path) -> None:
+    import role_docs
+
+    defaults = tmp_path / "main.yml"
+    defaults.write_text("---\n# Port to listen on.\nx_port: 80\n# Names.\nx_names:\n  - a\n")
+    table = role_docs.variables_table(defaults).splitlines()
+    assert table[2] == "| `x_port` | `80` | Port to listen on. |"
+    assert table[3] == '| `x_names` | `["a"]` | Names. |'

@@ -1,0 +1,80 @@
+"""Role contracts: argument specs mirror defaults, bad input fails first and names the variable."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parents[2]
+ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "tasks" / "main.yml").exists())
+
+
+def load(path: Path) -> dict:
+    return dict(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_argument_specs_mirror_defaults(role: str) -> None:
+    defaults = load(ROOT / "roles" / role / "defaults" / "main.yml")
+    specs = load(ROOT / "roles" / role / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
+    assert set(defaults) == set(specs), f"{role}: defaults and argument_specs differ"
+    assert all(name.startswith(role + "_") for name in defaults), f"{role}: unprefixed variable"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_default_has_a_comment(role: str) -> None:
+    lines = (ROOT / "roles" / role / "defaults" / "main.yml").read_text(encoding="utf-8").splitlines()
+    for index, line in enumerate(lines):
+        if line and not line.startswith((" ", "#", "-")) and line != "---":
+            assert lines[index - 1].startswith("#"), f"{role}: {line.split(':')[0]} has no comment line"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_meta_lists_debian_bookworm_and_trixie(role: str) -> None:
+    platforms = load(ROOT / "roles" / role / "meta" / "main.yml")["galaxy_info"]["platforms"]
+    assert {"name": "Debian", "versions": ["bookworm", "trixie"]} in platforms
+    assert (ROOT / "roles" / role / "README.md").exists()
+
+
+BAD_INPUT = [
+    ("nginx", {"nginx_worker_connections": "many"}, "nginx_worker_connections"),
+    ("app", {"app_port": "http", "app_source_dir": "/x", "app_release_id": "r", "app_db_password": "p"}, "app_port"),
+    ("mysql", {"mysql_replication_role": "leader"}, "mysql_replication_role"),
+]
+
+
+@pytest.mark.parametrize(("role", "extra", "variable"), BAD_INPUT)
+def test_bad_input_fails_before_any_change(role: str, extra: dict, variable: str) -> None:
+    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_FILTER_PLUGINS=str(ROOT / "filter_plugins"),
+               ANSIBLE_NOCOLOR="1", ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks")
+    result = subprocess.run(
+        ["ansible-playbook", "-i", "localhost,", "-c", "local", "--check",
+         str(ROOT / "tests" / "unit" / "fixtures" / "role.yml"),
+         "-e", json.dumps({"role_under_test": role, **extra})],
+        env=env, capture_output=True, text=True, timeout=120, check=False)
+    out = result.stdout
+    assert result.returncode != 0, out
+    assert variable in out, out
+    assert "Validating arguments against arg spec" in out
+    # Nothing ran after validation: the validation task is the only failure and nothing changed.
+    assert "changed=0" in out and "failed=1" in out, out
+
+
+def test_requirements_collections_are_installed_at_compatible_versions() -> None:
+    wanted = load(ROOT / "requirements.yml")["collections"]
+    listing = subprocess.run(["ansible-galaxy", "collection", "list", "--format", "json"],
+                             capture_output=True, text=True, check=True).stdout
+    installed: dict[str, str] = {}
+    for collections in json.loads(listing).values():
+        for name, info in collections.items():
+            installed.setdefault(name, info["version"])
+    for item in wanted:
+        assert item["name"] in installed, f"{item['name']} missing from the ansible bundle"
+        assert Version(installed[item["name"]]) in SpecifierSet(item["version"]), (item, installed[item["name"]])
