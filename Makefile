@@ -12,7 +12,8 @@ export ANSIBLE_HOME := $(BUILD)/ansible-home
 export ANSIBLE_LOCAL_TEMP := $(BUILD)/ansible-home/tmp
 export PYTHONDONTWRITEBYTECODE := 1
 export WEBSTACK_SECRETS_DIR ?= $(BUILD)/secrets
-MOLECULE_SCENARIOS ?= stage0 stage0-trixie stage1
+# scenario:debian-release pairs, run in this order.
+MOLECULE_SCENARIOS ?= stage0:bookworm stage0:trixie stage1:bookworm
 
 .PHONY: help venv lab lab-down lab-smoke test lint unit syntax molecule images bench clean
 
@@ -55,8 +56,10 @@ unit: venv
 	pytest -q -p no:cacheprovider tests/unit
 
 molecule: venv images
-	@set -e; for s in $(MOLECULE_SCENARIOS); do \
-	  echo "=== molecule test -s $$s"; molecule test -s $$s; done
+	@set -e; for pair in $(MOLECULE_SCENARIOS); do \
+	  s=$${pair%%:*}; r=$${pair##*:}; start=$$(date +%s); \
+	  echo "=== molecule test -s $$s on $$r"; WEBSTACK_DEBIAN=$$r molecule test -s $$s; \
+	  echo "=== $$s on $$r: $$(( $$(date +%s) - start )) s"; done
 
 test: lint syntax unit molecule
 

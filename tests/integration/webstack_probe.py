@@ -86,17 +86,19 @@ def playbook_recap(*extra: str) -> dict[str, dict[str, int]]:
                ANSIBLE_ROLES_PATH=str(ROOT / "roles"),
                ANSIBLE_FILTER_PLUGINS=str(ROOT / "filter_plugins"),
                ANSIBLE_PIPELINING="true",
-               ANSIBLE_NOCOLOR="1")
+               ANSIBLE_NOCOLOR="1",
+               ANSIBLE_FORCE_COLOR="0")
     result = subprocess.run(
         ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(ROOT / "site.yml"), *extra],
         env=env, capture_output=True, text=True, timeout=900, check=False)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     recap: dict[str, dict[str, int]] = {}
-    for line in result.stdout.split("PLAY RECAP")[-1].splitlines():
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)
+    for line in plain.split("PLAY RECAP")[-1].splitlines():
         match = re.match(r"^(\S+)\s+:\s+(ok=.*)$", line.strip())
         if match:
             recap[match.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2))}
-    assert recap, result.stdout[-2000:]
+    assert recap, plain[-2000:]
     return recap
 
 

@@ -47,23 +47,37 @@ BAD_INPUT = [
     ("nginx", {"nginx_worker_connections": "many"}, "nginx_worker_connections"),
     ("app", {"app_port": "http", "app_source_dir": "/x", "app_release_id": "r", "app_db_password": "p"}, "app_port"),
     ("mysql", {"mysql_replication_role": "leader"}, "mysql_replication_role"),
+    ("haproxy", {"haproxy_backends": [{"name": "web", "balance": "fastest", "servers": []}]}, "balance"),
 ]
 
 
-@pytest.mark.parametrize(("role", "extra", "variable"), BAD_INPUT)
-def test_bad_input_fails_before_any_change(role: str, extra: dict, variable: str) -> None:
+def run_role(role: str, extra: dict) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_FILTER_PLUGINS=str(ROOT / "filter_plugins"),
                ANSIBLE_NOCOLOR="1", ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks")
-    result = subprocess.run(
+    return subprocess.run(
         ["ansible-playbook", "-i", "localhost,", "-c", "local", "--check",
          str(ROOT / "tests" / "unit" / "fixtures" / "role.yml"),
          "-e", json.dumps({"role_under_test": role, **extra})],
         env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize(("role", "extra", "variable"), BAD_INPUT)
+def test_bad_input_fails_before_any_change(role: str, extra: dict, variable: str) -> None:
+    result = run_role(role, extra)
     out = result.stdout
     assert result.returncode != 0, out
     assert variable in out, out
     assert "Validating arguments against arg spec" in out
     # Nothing ran after validation: the validation task is the only failure and nothing changed.
+    assert "changed=0" in out and "failed=1" in out, out
+
+
+def test_empty_backend_fails_in_preflight_naming_the_fix() -> None:
+    result = run_role("haproxy", {"haproxy_backends": [{"name": "web", "servers": []}], "haproxy_stats_password": "x"})
+    out = result.stdout
+    assert result.returncode != 0
+    assert "Check the inputs that argument specs cannot" in out and "every backend at least one server" in out
+    assert "empty: ['web']" in out
     assert "changed=0" in out and "failed=1" in out, out
 
 

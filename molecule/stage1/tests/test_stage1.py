@@ -1,0 +1,110 @@
+"""Stage 1 promises: load balancing, replication, zero-loss failover, seen from outside."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+from typing import Any
+
+import pytest
+import testinfra
+import testinfra.utils.ansible_runner
+import webstack_probe as probe
+
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
+LB = RUNNER.get_hosts("loadbalancers")[0]
+PRIMARY = RUNNER.get_hosts("db_primary")[0]
+REPLICA = RUNNER.get_hosts("db_replicas")[0]
+WEB = RUNNER.get_hosts("webservers")
+
+testinfra_hosts = [LB]
+
+
+def node(name: str) -> Any:
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
+
+
+@pytest.fixture(scope="module")
+def lb() -> str:
+    return probe.container_address(LB)
+
+
+def sql(name: str, statement: str) -> str:
+    return str(node(name).check_output(f'mysql -N -B -e "{statement}"'))
+
+
+def test_round_robin_reaches_both_web_servers(lb: str) -> None:
+    served = [probe.request(lb, "GET", "/").headers["x-served-by"] for _ in range(20)]
+    assert set(served) == set(WEB), served
+    # Round robin alternates: no server answers twice in a row while both are healthy.
+    assert all(a != b for a, b in itertools.pairwise(served)), served
+
+
+def test_write_through_lb_is_read_on_both_servers(lb: str) -> None:
+    text = probe.unique_text("stage1")
+    assert probe.request(lb, "POST", "/api/items", {"text": text}).status == 201
+    for web in WEB:
+        address = probe.container_address(web)
+        assert probe.wait_for(
+            lambda a=address: text in [i["text"] for i in probe.request(a, "GET", "/api/items").json()["items"]],
+            timeout=10), f"{web} does not show {text}"
+
+
+def test_replica_is_healthy_and_caught_up() -> None:
+    status = node(REPLICA).check_output("mysql -e 'SHOW SLAVE STATUS\\G'")
+    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in status.splitlines())}
+    assert fields["Slave_IO_Running"] == "Yes" and fields["Slave_SQL_Running"] == "Yes", fields
+    assert fields["Seconds_Behind_Master"] == "0"
+    assert fields["Using_Gtid"] == "Slave_Pos"
+    assert sql(REPLICA, "SELECT @@global.read_only") == "1"
+    assert sql(PRIMARY, "SELECT @@global.read_only") == "0"
+
+
+def test_direct_write_to_replica_is_refused() -> None:
+    config = node(REPLICA).check_output("cat /etc/foobar/app.json")
+    db = json.loads(config)["write_db"]
+    result = node(REPLICA).run(
+        f"mysql -h 127.0.0.1 -u {db['user']} -p'{db['password']}' {db['database']} "
+        "-e \"INSERT INTO items (text) VALUES ('must-not-land')\"")
+    assert result.rc != 0 and "1290" in result.stderr + result.stdout
+
+
+def test_stopping_nginx_on_one_server_costs_no_request(lb: str) -> None:
+    victim = REPLICA
+    failures: list[str] = []
+    served: list[str] = []
+    with probe.stopped(node(victim), "nginx"):
+        for _ in range(60):  # bounded: 60 requests, about 6 s
+            try:
+                reply = probe.request(lb, "GET", "/api/items", timeout=3)
+                if reply.status != 200:
+                    failures.append(str(reply.status))
+                else:
+                    served.append(reply.headers["x-served-by"])
+            except OSError as exc:
+                failures.append(repr(exc))
+            time.sleep(0.1)
+    assert failures == [], failures
+    assert served[-10:] and victim not in served[-10:]
+    # Back in the pool within the health-check interval (2 s x rise 2) plus slack.
+    assert probe.wait_for(lambda: victim in {probe.request(lb, "GET", "/").headers["x-served-by"]
+                                             for _ in range(4)}, timeout=15)
+
+
+def test_stats_need_credentials_and_metrics_are_exported(lb: str) -> None:
+    assert probe.request(lb, "GET", "/", port=8404).status == 401
+    metrics = probe.request(lb, "GET", "/metrics", port=8404)
+    assert metrics.status == 200 and b"haproxy_backend_active_servers" in metrics.body
+    runtime_api = ("python3 -c \"import socket; s = socket.socket(socket.AF_UNIX); "
+                   "s.connect('/run/haproxy/admin.sock'); s.sendall(b'show servers state web\\n'); "
+                   "print(s.recv(65536).decode())\"")
+    state = node(LB).check_output(runtime_api)
+    assert all(web in state for web in WEB), state
+
+
+def test_check_mode_reports_no_changes() -> None:
+    recap = probe.playbook_recap("--check", "--diff")
+    assert all(counters["changed"] == 0 for counters in recap.values()), recap
