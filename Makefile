@@ -2,6 +2,8 @@
 #   make lab STAGE=0        containers for a stage + converge + smoke check
 #   make lab-down STAGE=0   remove them
 #   make test               everything CI runs
+#   make repl-status STAGE=1  replication state of the lab's replicas
+#   make bench              serving + converge benchmark, written to build/bench.json
 SHELL := /bin/bash
 STAGE ?= 0
 VENV ?= .venv
@@ -15,7 +17,10 @@ export WEBSTACK_SECRETS_DIR ?= $(BUILD)/secrets
 # scenario:debian-release pairs, run in this order.
 MOLECULE_SCENARIOS ?= stage0:bookworm stage0:trixie stage1:bookworm
 
-.PHONY: help venv lab lab-down lab-smoke test lint unit syntax molecule images bench clean
+# Lab inventory: the stage's own plus the generated connection overlay.
+LAB_INVENTORY = -i inventories/stage$(STAGE) -i build/lab/stage$(STAGE)/lab.yml
+
+.PHONY: help venv lab lab-down lab-smoke repl-status test lint unit syntax molecule images bench clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -35,6 +40,9 @@ lab-down: venv
 
 lab-smoke: venv
 	$(PYTHON) tools/lab.py smoke $(STAGE)
+
+repl-status: venv
+	ansible-playbook playbooks/replication-status.yml $(LAB_INVENTORY)
 
 images:
 	tools/ensure-docker.sh

@@ -62,3 +62,29 @@ def test_role_docs_table_lists_each_variable(tmp_path: Path) -> None:
     table = role_docs.variables_table(defaults).splitlines()
     assert table[2] == "| `x_port` | `80` | Port to listen on. |"
     assert table[3] == '| `x_names` | `["a"]` | Names. |'
+
+
+WRK_OUTPUT = """Running 10s test @ http://10.250.1.4/api/items
+  2 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    10.20ms    3.10ms  40.00ms   80.00%
+  Latency Distribution
+     50%    9.80ms
+     75%   11.00ms
+     90%   13.00ms
+     99%   21.50ms
+  15000 requests in 10.00s, 3.00MB read
+  Socket errors: connect 0, read 1, write 0, timeout 2
+  Non-2xx or 3xx responses: 4
+Requests/sec:   1500.25
+Transfer/sec:    300.00KB
+"""
+
+
+def test_parse_wrk_reads_rate_p99_and_errors() -> None:
+    import bench
+
+    assert bench.parse_wrk(WRK_OUTPUT) == {"rps": 1500.25, "p99_ms": 21.5, "errors": 7}
+    assert bench.parse_wrk(WRK_OUTPUT.replace("21.50ms", "1.20s"))["p99_ms"] == 1200.0
+    with pytest.raises(ValueError):
+        bench.parse_wrk("garbage")

@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Benchmarks (never timed tests): serving through the LB vs one server, and converge vs package floor.
+
+    python tools/bench.py --out build/bench.json            # both parts, stage 1 lab
+    python tools/bench.py --only serving --duration 10
+
+Serving: wrk (Debian package) from the controller, bounded by --duration, against one web server
+directly and against the load balancer. Converge: the raw `apt-get install` time of each host's packages on
+fresh containers (the floor) vs a fresh `make lab` converge, and an idempotent re-run.
+Traffic goes only to the lab's own containers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "filter_plugins"))
+
+import lab
+import webstack
+
+ROOT = Path(__file__).resolve().parent.parent
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def parse_wrk(output: str) -> dict[str, float]:
+    """Requests/s, p99 latency (ms) and error count from `wrk --latency` output."""
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    p99 = re.search(r"^\s*99(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
+    if not rps or not p99:
+        raise ValueError("unexpected wrk output:\n" + output)
+    errors = 0
+    for match in re.finditer(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output):
+        errors += sum(int(n) for n in match.groups())
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors += int(non2xx.group(1)) if non2xx else 0
+    return {"rps": float(rps.group(1)), "p99_ms": float(p99.group(1)) * UNITS[p99.group(2)], "errors": errors}
+
+
+def wrk(url: str, duration: int, connections: int) -> dict[str, float]:
+    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s",
+                          "-H", "Host: www.foobar.com", url],
+                         capture_output=True, text=True, check=True, timeout=duration + 30).stdout
+    return parse_wrk(out)
+
+
+def ensure_wrk() -> None:
+    if shutil.which("wrk") is None:
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "wrk"], check=True, env=env,
+                       capture_output=True)
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    start = time.monotonic()
+    subprocess.run(cmd, check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    return time.monotonic() - start
+
+
+def serving(stage: int, duration: int, connections: int) -> dict[str, Any]:
+    ensure_wrk()
+    hosts = lab.load_hosts(stage)
+    entry = lab.entry_host(hosts)
+    web = next(h for h in hosts if "webservers" in h.groups)
+    lb_addr = lab.container_address(stage, entry.name)
+    web_addr = lab.container_address(stage, web.name)
+    result: dict[str, Any] = {"duration_s": duration, "connections": connections, "path": "/api/items"}
+    result["direct_one_server"] = wrk(f"http://{web_addr}/api/items", duration, connections)
+    result["through_lb"] = wrk(f"http://{lb_addr}/api/items", duration, connections)
+    result["lb_vs_direct_ratio"] = round(result["through_lb"]["rps"] / result["direct_one_server"]["rps"], 3)
+    return result
+
+
+def package_floor(stage: int, release: str) -> dict[str, Any]:
+    """Raw apt-get time of each host's package set on fresh containers, all hosts in parallel."""
+    hosts = lab.load_hosts(stage)
+    roles_by_group = {"loadbalancers": ["haproxy"], "webservers": ["nginx"], "appservers": ["app"],
+                      "db_primary": ["mysql"], "db_replicas": ["mysql"]}
+    image = subprocess.run([str(ROOT / "tools" / "build-image.sh"), release], capture_output=True, text=True,
+                           check=True).stdout.split()[-1]
+    names = [f"webstack-bench-floor-{h.name}" for h in hosts]
+    subprocess.run(["docker", "rm", "-f", *names], capture_output=True, check=False)
+    try:
+        for name in names:
+            subprocess.run(["docker", "run", "-d", "--name", name, *lab.SYSTEMD_FLAGS, image], check=True,
+                           capture_output=True)
+        time.sleep(2)
+
+        def install(pair: tuple[str, lab.LabHost]) -> float:
+            name, host = pair
+            packages = webstack.role_packages(webstack.group_roles(host.groups, roles_by_group),
+                                              str(ROOT / "roles"), {})
+            script = ("export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && "
+                      "apt-get install -y -qq --no-install-recommends " + " ".join(packages) + " >/dev/null")
+            return timed(["docker", "exec", name, "sh", "-c", script])
+
+        start = time.monotonic()
+        with ThreadPoolExecutor(len(names)) as pool:
+            per_host = list(pool.map(install, zip(names, hosts)))
+        return {"wall_s": round(time.monotonic() - start, 1), "per_host_s": [round(t, 1) for t in per_host]}
+    finally:
+        subprocess.run(["docker", "rm", "-f", *names], capture_output=True, check=False)
+
+
+def converge(stage: int, release: str) -> dict[str, Any]:
+    floor = package_floor(stage, release)
+    subprocess.run([sys.executable, str(ROOT / "tools" / "lab.py"), "down", str(stage)], check=True,
+                   capture_output=True)
+    subprocess.run([sys.executable, str(ROOT / "tools" / "lab.py"), "create", str(stage)], check=True,
+                   capture_output=True)
+    inventory = ["-i", str(ROOT / "inventories" / f"stage{stage}"), "-i",
+                 str(ROOT / "build" / "lab" / f"stage{stage}" / "lab.yml")]
+    env = dict(os.environ, WEBSTACK_SECRETS_DIR=str(ROOT / "build" / "lab" / f"stage{stage}" / "secrets"),
+               ANSIBLE_CALLBACKS_ENABLED="")
+    cmd = ["ansible-playbook", str(ROOT / "site.yml"), *inventory]
+    fresh = timed(cmd, env)
+    rerun = timed(cmd, env)
+    return {"package_floor": floor, "fresh_converge_s": round(fresh, 1), "rerun_s": round(rerun, 1),
+            "converge_vs_floor": round(fresh / floor["wall_s"], 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench.json")
+    parser.add_argument("--stage", type=int, default=1)
+    parser.add_argument("--release", default="bookworm", choices=["bookworm", "trixie"])
+    parser.add_argument("--only", choices=["serving", "converge"])
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args(argv)
+    results: dict[str, Any] = {"stage": args.stage, "cpus": os.cpu_count(),
+                               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if args.only in (None, "converge"):
+        results["converge"] = converge(args.stage, args.release)
+    else:
+        subprocess.run([sys.executable, str(ROOT / "tools" / "lab.py"), "up", str(args.stage)], check=True,
+                       stdout=subprocess.DEVNULL)
+    if args.only in (None, "serving"):
+        results["serving"] = serving(args.stage, args.duration, args.connections)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
