@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,106 @@ def role_packages(roles: Iterable[str], roles_dir: str, host_vars: Mapping[str, 
     return packages
 
 
+def role_values(roles: Iterable[str], roles_dir: str, host_vars: Mapping[str, Any], suffix: str) -> list[Any]:
+    """Concatenation of the list `<role>_<suffix>` of each role: the host's own value wins over the role default.
+
+    Equal items are kept once, in first-seen order (`role_packages` is the `packages` case of this).
+    """
+    values: list[Any] = []
+    for role in roles:
+        key = f"{role}_{suffix}"
+        if key in host_vars:
+            wanted = host_vars[key]
+            source = "the host's variables"
+        else:
+            defaults_file = Path(roles_dir) / role / "defaults" / "main.yml"
+            if not defaults_file.is_file():
+                raise ValueError(f"role_values: {key} is not set and {defaults_file} does not exist")
+            defaults = yaml.safe_load(defaults_file.read_text(encoding="utf-8")) or {}
+            if key not in defaults:
+                raise ValueError(f"role_values: {defaults_file} defines no {key}")
+            wanted = defaults[key]
+            source = str(defaults_file)
+        if not isinstance(wanted, list):
+            raise TypeError(f"role_values: {key} from {source} must be a list, got {type(wanted).__name__}")
+        for value in wanted:
+            if value not in values:
+                values.append(value)
+    return values
+
+
+FIREWALL_PROTOS = ("tcp", "udp")
+
+
+def _source_sort_key(source: str) -> tuple[int, int, int, int]:
+    if source == "any":
+        return (0, 0, 0, 0)
+    network = ipaddress.ip_network(source, strict=False)
+    return (1, network.version, int(network.network_address), network.prefixlen)
+
+
+def _flow_port(flow: Mapping[str, Any]) -> int:
+    port = flow.get("port")
+    try:
+        number = int(str(port))
+    except ValueError:
+        number = 0
+    if isinstance(port, bool) or not 1 <= number <= 65535:
+        raise ValueError(f"firewall_rules: flow {dict(flow)} has no valid port (1-65535)")
+    return number
+
+
+def firewall_rules(flows: Iterable[Mapping[str, Any]], groups: Mapping[str, Iterable[str]],
+                   hostvars: Mapping[str, Any], address_var: str = "webstack_address",
+                   self_host: str | None = None) -> list[dict[str, Any]]:
+    """Concrete ufw rules ({port, proto, from, comment}) from declared flows ({port, proto, from_group}).
+
+    `from_group: any` allows every source; a group allows the `address_var` of each of its hosts except
+    `self_host` (its own traffic arrives on the loopback interface, which ufw always accepts). One rule per
+    (port, proto, source), sorted; the comment names the groups and hosts the rule came from.
+    """
+    found: dict[tuple[int, str, str], tuple[set[str], set[str]]] = {}
+    for flow in flows:
+        port = _flow_port(flow)
+        proto = str(flow.get("proto", "tcp"))
+        if proto not in FIREWALL_PROTOS:
+            raise ValueError(f"firewall_rules: flow {dict(flow)} has proto {proto!r}, expected one of {FIREWALL_PROTOS}")
+        group = flow.get("from_group")
+        if not group:
+            raise ValueError(f"firewall_rules: flow {dict(flow)} has no from_group")
+        group = str(group)
+        if group == "any":
+            sources = [("any", "")]
+        elif group not in groups:
+            raise ValueError(f"firewall_rules: unknown group {group!r} in flow {dict(flow)} (not in the inventory)")
+        else:
+            sources = []
+            for host in groups[group]:
+                if host == self_host:
+                    continue
+                address = hostvars[host].get(address_var) if host in hostvars else None
+                if not address:
+                    raise ValueError(f"firewall_rules: host {host} of group {group} has no {address_var}")
+                try:
+                    network = ipaddress.ip_network(str(address), strict=False)
+                except ValueError as error:
+                    raise ValueError(f"firewall_rules: {address_var} of host {host} is {address!r}, "
+                                     f"not an IP address (were facts gathered?)") from error
+                source = str(network.network_address if network.num_addresses == 1 else network)
+                sources.append((source, str(host)))
+        for source, host in sources:
+            names, hosts = found.setdefault((port, proto, source), (set(), set()))
+            names.add(group)
+            if host:
+                hosts.add(host)
+    rules = []
+    for (port, proto, source), (names, hosts) in sorted(
+            found.items(), key=lambda item: (item[0][0], item[0][1], _source_sort_key(item[0][2]))):
+        comment = "webstack " + ",".join(sorted(names)) + (" " + ",".join(sorted(hosts)) if hosts else "")
+        rules.append({"port": port, "proto": proto, "from": source, "comment": comment})
+    return rules
+
+
 class FilterModule:
     """webstack filters."""
 
@@ -102,4 +203,6 @@ class FilterModule:
             "webstack_zone_lines": zone_lines,
             "webstack_group_roles": group_roles,
             "webstack_role_packages": role_packages,
+            "webstack_role_values": role_values,
+            "webstack_firewall_rules": firewall_rules,
         }

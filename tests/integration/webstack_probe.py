@@ -110,3 +110,31 @@ def stopped(host: Any, service: str) -> Iterator[None]:
         yield
     finally:
         host.run(f"systemctl start {service}")
+
+
+SCAN_SCRIPT = r"""
+import json, socket, sys, concurrent.futures as cf
+targets = json.loads(sys.argv[1]); timeout = float(sys.argv[2])
+def probe(t):
+    s = socket.socket(); s.settimeout(timeout)
+    try:
+        s.connect((t[0], t[1])); return "open"
+    except ConnectionRefusedError:
+        return "refused"
+    except OSError:
+        return "filtered"
+    finally:
+        s.close()
+with cf.ThreadPoolExecutor(64) as pool:
+    print(json.dumps(dict(zip([f"{a}:{p}" for a, p in targets], pool.map(probe, targets)))))
+"""
+
+
+def scan(container: str, targets: list[tuple[str, int]], timeout: float = 2.0) -> dict[str, str]:
+    """TCP connect from inside `container` to each (address, port), in parallel (bounded by `timeout`).
+
+    open = handshake done, refused = RST (closed but not filtered), filtered = no answer within timeout.
+    """
+    out = subprocess.run(["docker", "exec", container, "python3", "-c", SCAN_SCRIPT, json.dumps(targets),
+                          str(timeout)], check=True, capture_output=True, text=True, timeout=60).stdout
+    return dict(json.loads(out))
