@@ -16,6 +16,7 @@ import http.client
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -97,10 +98,20 @@ def run_args(host: LabHost, image: str, pubkey: Path, entry: bool) -> list[str]:
     return args + [image]
 
 
-def overlay_inventory(addresses: dict[str, str], key: Path) -> dict[str, Any]:
-    """Connection details of the lab containers, layered over the stage inventory."""
+def acme_vars(stage: int) -> dict[str, str]:
+    """From stage 2 on, the lab's certificates come from its own pebble CA, never a public one."""
+    if stage < 2:
+        return {}
+    return {"certbot_acme_directory": "https://pebble:14000/dir",
+            "certbot_ca_bundle": "/etc/webstack/pebble-listener-ca.pem",
+            "certbot_email": "lab@foobar.com"}
+
+
+def overlay_inventory(addresses: dict[str, str], key: Path, lab_vars: dict[str, str] | None = None) -> dict[str, Any]:
+    """Connection details of the lab containers (and lab-only settings), layered over the stage inventory."""
     return {
         "all": {
+            "vars": dict(lab_vars or {}),
             "hosts": {
                 name: {
                     "ansible_host": address,
@@ -175,20 +186,52 @@ def up(stage: int, release: str, converge: bool) -> None:
         wait_for_ssh(address)
     overlay = BUILD / f"stage{stage}" / "lab.yml"
     overlay.parent.mkdir(parents=True, exist_ok=True)
-    overlay.write_text(json.dumps(overlay_inventory(addresses, key), indent=2) + "\n", encoding="utf-8")
+    overlay.write_text(json.dumps(overlay_inventory(addresses, key, acme_vars(stage)), indent=2) + "\n",
+                       encoding="utf-8")
     print(f"lab: {len(hosts)} container(s) on {network_name(stage)}: "
           + ", ".join(f"{h}={a}" for h, a in addresses.items()))
+    env = dict(os.environ, WEBSTACK_SECRETS_DIR=str(BUILD / f"stage{stage}" / "secrets"))
+    inventory = ["-i", str(ROOT / "inventories" / f"stage{stage}"), "-i", str(overlay)]
+    if stage >= 2:
+        pebble_vars = {"pebble_container": container_name(stage, "pebble"), "pebble_network": network_name(stage),
+                       "pebble_image": image, "pebble_labels": {f"{PREFIX}.stage": str(stage)},
+                       "pebble_ca_out": str(BUILD / f"stage{stage}" / "pebble-listener-ca.pem")}
+        cmd = ["ansible-playbook", str(ROOT / "tools" / "pebble.yml"), *inventory, "-e", json.dumps(pebble_vars)]
+        if subprocess.run(cmd, cwd=ROOT, env=env, check=False).returncode != 0:
+            raise SystemExit("lab: the lab's ACME CA (pebble) did not start")
     if converge:
-        env = dict(os.environ, WEBSTACK_SECRETS_DIR=str(BUILD / f"stage{stage}" / "secrets"))
-        cmd = ["ansible-playbook", str(ROOT / "site.yml"), "-i", str(ROOT / "inventories" / f"stage{stage}"),
-               "-i", str(overlay)]
+        cmd = ["ansible-playbook", str(ROOT / "site.yml"), *inventory]
         if subprocess.run(cmd, cwd=ROOT, env=env, check=False).returncode != 0:
             raise SystemExit("lab: converge failed")
         smoke(stage, addresses[entry.name])
 
 
-def fetch(address: str, path: str, port: int = 80) -> tuple[int, list[tuple[str, str]], bytes]:
-    conn = http.client.HTTPConnection(address, port, timeout=10)
+def pebble_root(stage: int) -> Path:
+    """Fetch the lab CA's issuing root (trusted only by the smoke check)."""
+    listener = ssl.create_default_context(cafile=str(BUILD / f"stage{stage}" / "pebble-listener-ca.pem"))
+    listener.check_hostname = False
+    conn = http.client.HTTPSConnection(container_address(stage, "pebble"), 15000, context=listener, timeout=10)
+    try:
+        conn.request("GET", "/roots/0")
+        root = conn.getresponse().read()
+    finally:
+        conn.close()
+    path = BUILD / f"stage{stage}" / "pebble-root.pem"
+    path.write_bytes(root)
+    return path
+
+
+def fetch(address: str, path: str, port: int = 80,
+          cafile: Path | None = None) -> tuple[int, list[tuple[str, str]], bytes]:
+    conn: http.client.HTTPConnection
+    if cafile is not None:
+        context = ssl.create_default_context(cafile=str(cafile))
+        conn = http.client.HTTPSConnection(address, port, timeout=10, context=context)
+        # Verify the certificate for the site's name while connecting to the lab address.
+        conn.sock = context.wrap_socket(socket.create_connection((address, port), timeout=10),
+                                        server_hostname=SITE_NAME)
+    else:
+        conn = http.client.HTTPConnection(address, port, timeout=10)
     try:
         conn.request("GET", path, headers={"Host": SITE_NAME})
         response = conn.getresponse()
@@ -200,8 +243,14 @@ def fetch(address: str, path: str, port: int = 80) -> tuple[int, list[tuple[str,
 def smoke(stage: int, address: str | None = None) -> None:
     if address is None:
         address = container_address(stage, entry_host(load_hosts(stage)).name)
-    status, headers, body = fetch(address, "/")
-    print(f"\nsmoke check: http://{SITE_NAME}/ (resolved to {address} in the lab)")
+    if stage >= 2:
+        root = pebble_root(stage)
+        status, headers, body = fetch(address, "/", port=443, cafile=root)
+        print(f"\nsmoke check: https://{SITE_NAME}/ (resolved to {address} in the lab; chain verified against "
+              f"the lab CA's root {root})")
+    else:
+        status, headers, body = fetch(address, "/")
+        print(f"\nsmoke check: http://{SITE_NAME}/ (resolved to {address} in the lab)")
     print(f"HTTP {status}")
     for name, value in headers:
         print(f"{name}: {value}")

@@ -52,6 +52,8 @@ def test_overlay_inventory_holds_only_connection_details() -> None:
     hostvars = overlay["all"]["hosts"]["web-01"]
     assert hostvars["ansible_host"] == "10.250.0.2"
     assert set(hostvars) == {"ansible_host", "ansible_user", "ansible_ssh_private_key_file", "ansible_ssh_common_args"}
+    assert overlay["all"]["vars"] == {}
+    assert lab.acme_vars(2)["certbot_acme_directory"].startswith("https://pebble:")
 
 
 def test_role_docs_table_lists_each_variable(tmp_path: Path) -> None:

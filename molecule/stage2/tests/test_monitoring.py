@@ -1,0 +1,69 @@
+"""Stage 2 monitoring: every agent scraped, rules loaded, an outage becomes an alert."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import testinfra
+import testinfra.utils.ansible_runner
+import webstack_probe as probe
+
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
+MON = RUNNER.get_hosts("monitoring")[0]
+REPLICA = RUNNER.get_hosts("db_replicas")[0]
+ALL = RUNNER.get_hosts("all")
+
+testinfra_hosts = [MON]
+
+
+def api(host: Any, url: str) -> Any:
+    # Prometheus and Alertmanager are not exposed to other hosts (ufw): ask from the monitoring host itself.
+    return json.loads(host.check_output(f"curl -sf --max-time 5 '{url}'"))
+
+
+def test_every_target_is_up(host: Any) -> None:
+    def all_up() -> bool:
+        targets = api(host, "http://127.0.0.1:9090/api/v1/targets?state=active")["data"]["activeTargets"]
+        jobs = {t["labels"]["job"] for t in targets}
+        return {"node", "mysqld", "nginx", "haproxy"} <= jobs and all(t["health"] == "up" for t in targets)
+
+    assert probe.wait_for(all_up, timeout=60, interval=2), \
+        api(host, "http://127.0.0.1:9090/api/v1/targets?state=active")["data"]["activeTargets"]
+    targets = api(host, "http://127.0.0.1:9090/api/v1/targets?state=active")["data"]["activeTargets"]
+    node_instances = {t["labels"]["instance"].rsplit(":", 1)[0] for t in targets if t["labels"]["job"] == "node"}
+    assert len(node_instances) == len(ALL)
+
+
+def test_alert_and_recording_rules_are_loaded(host: Any) -> None:
+    groups = api(host, "http://127.0.0.1:9090/api/v1/rules")["data"]["groups"]
+    names = {rule["name"] for group in groups for rule in group["rules"]}
+    for wanted in ("InstanceDown", "HAProxyBackendDown", "ReplicationStopped", "ReplicationLagging",
+                   "CertificateExpiringSoon", "DiskAlmostFull", "Http5xxRateHigh"):
+        assert wanted in names, names
+    assert any(name.startswith("webstack:") for name in names), names  # web QPS is recorded
+
+
+def test_replication_and_certificate_are_measured(host: Any) -> None:
+    def value(query: str) -> list[Any]:
+        return list(api(host, f"http://127.0.0.1:9090/api/v1/query?query={query}")["data"]["result"])
+
+    assert probe.wait_for(lambda: value("mysql_slave_status_slave_sql_running") != [], timeout=30, interval=2)
+    assert probe.wait_for(lambda: value("webstack_cert_not_after_timestamp_seconds") != [], timeout=30, interval=2)
+
+
+def test_stopped_node_exporter_raises_instance_down(host: Any) -> None:
+    victim = testinfra.get_host(f"ansible://{REPLICA}?ansible_inventory={INVENTORY}")
+    started = time.monotonic()
+
+    def firing() -> bool:
+        alerts = api(host, "http://127.0.0.1:9093/api/v2/alerts?active=true")
+        return any(a["labels"]["alertname"] == "InstanceDown" and a["labels"].get("job") == "node" for a in alerts)
+
+    with probe.stopped(victim, "prometheus-node-exporter"):
+        assert probe.wait_for(firing, timeout=60, interval=1), "no InstanceDown in Alertmanager within 60 s"
+        print(f"InstanceDown in Alertmanager after {time.monotonic() - started:.1f} s")
+    assert probe.wait_for(lambda: not firing(), timeout=60, interval=2)
