@@ -15,7 +15,7 @@ export ANSIBLE_LOCAL_TEMP := $(BUILD)/ansible-home/tmp
 export PYTHONDONTWRITEBYTECODE := 1
 export WEBSTACK_SECRETS_DIR ?= $(BUILD)/secrets
 # scenario:debian-release pairs, run in this order.
-MOLECULE_SCENARIOS ?= stage0:bookworm stage0:trixie stage1:bookworm
+MOLECULE_SCENARIOS ?= stage0:bookworm stage0:trixie stage1:bookworm stage2:bookworm firewall:bookworm
 
 # Lab inventory: the stage's own plus the generated connection overlay.
 LAB_INVENTORY = -i inventories/stage$(STAGE) -i build/lab/stage$(STAGE)/lab.yml
@@ -46,8 +46,10 @@ repl-status: venv
 
 images:
 	tools/ensure-docker.sh
-	tools/build-image.sh bookworm
-	tools/build-image.sh trixie
+	@command -v debootstrap >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends debootstrap >/dev/null; }
+	@# Both releases at once: debootstrap waits on the mirror as much as on the CPU.
+	tools/build-image.sh bookworm & b=$$!; tools/build-image.sh trixie & t=$$!; wait $$b && wait $$t
 
 lint: venv
 	yamllint --strict .

@@ -80,26 +80,45 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.5) -> bool:
     return False
 
 
-def playbook_recap(*extra: str) -> dict[str, dict[str, int]]:
-    """Run site.yml against the scenario's hosts and return the PLAY RECAP counters per host."""
+def parse_recap(stdout: str) -> dict[str, dict[str, int]]:
+    """PLAY RECAP counters per host from ansible-playbook output (colour codes removed)."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", stdout)
+    recap: dict[str, dict[str, int]] = {}
+    for line in plain.split("PLAY RECAP")[-1].splitlines():
+        match = re.match(r"^(\S+)\s+:\s+(ok=.*)$", line.strip())
+        if match:
+            recap[match.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2))}
+    return recap
+
+
+def run_playbook(playbook: Path, inventory: str, *extra: str) -> tuple[subprocess.CompletedProcess[str],
+                                                                        dict[str, dict[str, int]]]:
+    """Run a playbook with the repository's roles and filters; return the result and its recap."""
     env = dict(os.environ,
                ANSIBLE_ROLES_PATH=str(ROOT / "roles"),
                ANSIBLE_FILTER_PLUGINS=str(ROOT / "filter_plugins"),
                ANSIBLE_PIPELINING="true",
                ANSIBLE_NOCOLOR="1",
                ANSIBLE_FORCE_COLOR="0")
-    result = subprocess.run(
-        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(ROOT / "site.yml"), *extra],
-        env=env, capture_output=True, text=True, timeout=900, check=False)
+    result = subprocess.run(["ansible-playbook", "-i", inventory, str(playbook), *extra],
+                            env=env, capture_output=True, text=True, timeout=900, check=False)
+    recap = parse_recap(result.stdout)
+    assert recap, result.stdout[-3000:] + result.stderr[-2000:]
+    return result, recap
+
+
+def playbook_recap(*extra: str) -> dict[str, dict[str, int]]:
+    """Run site.yml against the scenario's hosts (must succeed) and return the PLAY RECAP counters."""
+    result, recap = run_playbook(ROOT / "site.yml", os.environ["MOLECULE_INVENTORY_FILE"], *extra)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    recap: dict[str, dict[str, int]] = {}
-    plain = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)
-    for line in plain.split("PLAY RECAP")[-1].splitlines():
-        match = re.match(r"^(\S+)\s+:\s+(ok=.*)$", line.strip())
-        if match:
-            recap[match.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2))}
-    assert recap, plain[-2000:]
     return recap
+
+
+def node(name: str) -> Any:
+    """A testinfra host of the scenario's inventory."""
+    import testinfra
+
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={os.environ['MOLECULE_INVENTORY_FILE']}")
 
 
 @contextmanager

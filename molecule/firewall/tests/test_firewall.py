@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import socket
 import subprocess
 import time
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 import testinfra.utils.ansible_runner
+import webstack_probe
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
@@ -77,18 +77,7 @@ def assert_filtered(probe: tuple[str, float], what: str) -> None:
 
 def converge(*extra: str) -> tuple[subprocess.CompletedProcess[str], dict[str, dict[str, int]]]:
     """Run the scenario's converge over SSH (the molecule inventory directory) and parse PLAY RECAP."""
-    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_FILTER_PLUGINS=str(ROOT / "filter_plugins"),
-               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_PIPELINING="true")
-    result = subprocess.run(["ansible-playbook", "-i", str(Path(INVENTORY).parent), str(CONVERGE), *extra],
-                            env=env, capture_output=True, text=True, timeout=600, check=False)
-    recap: dict[str, dict[str, int]] = {}
-    plain = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)
-    for line in plain.split("PLAY RECAP")[-1].splitlines():
-        match = re.match(r"^(\S+)\s+:\s+(ok=.*)$", line.strip())
-        if match:
-            recap[match.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2))}
-    assert recap, result.stdout[-3000:] + result.stderr[-2000:]
-    return result, recap
+    return webstack_probe.run_playbook(CONVERGE, str(Path(INVENTORY).parent), *extra)
 
 
 def ssh(target: str, *options: str, command: str = "hostname") -> subprocess.CompletedProcess[str]:

@@ -6,10 +6,8 @@ import itertools
 import json
 import os
 import time
-from typing import Any
 
 import pytest
-import testinfra
 import testinfra.utils.ansible_runner
 import webstack_probe as probe
 
@@ -23,17 +21,13 @@ WEB = RUNNER.get_hosts("webservers")
 testinfra_hosts = [LB]
 
 
-def node(name: str) -> Any:
-    return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
-
-
 @pytest.fixture(scope="module")
 def lb() -> str:
     return probe.container_address(LB)
 
 
 def sql(name: str, statement: str) -> str:
-    return str(node(name).check_output(f'mysql -N -B -e "{statement}"'))
+    return str(probe.node(name).check_output(f'mysql -N -B -e "{statement}"'))
 
 
 def test_round_robin_reaches_both_web_servers(lb: str) -> None:
@@ -54,7 +48,7 @@ def test_write_through_lb_is_read_on_both_servers(lb: str) -> None:
 
 
 def test_replica_is_healthy_and_caught_up() -> None:
-    status = node(REPLICA).check_output("mysql -e 'SHOW SLAVE STATUS\\G'")
+    status = probe.node(REPLICA).check_output("mysql -e 'SHOW SLAVE STATUS\\G'")
     fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in status.splitlines())}
     assert fields["Slave_IO_Running"] == "Yes" and fields["Slave_SQL_Running"] == "Yes", fields
     assert fields["Seconds_Behind_Master"] == "0"
@@ -64,9 +58,9 @@ def test_replica_is_healthy_and_caught_up() -> None:
 
 
 def test_direct_write_to_replica_is_refused() -> None:
-    config = node(REPLICA).check_output("cat /etc/foobar/app.json")
+    config = probe.node(REPLICA).check_output("cat /etc/foobar/app.json")
     db = json.loads(config)["write_db"]
-    result = node(REPLICA).run(
+    result = probe.node(REPLICA).run(
         f"mysql -h 127.0.0.1 -u {db['user']} -p'{db['password']}' {db['database']} "
         "-e \"INSERT INTO items (text) VALUES ('must-not-land')\"")
     assert result.rc != 0 and "1290" in result.stderr + result.stdout
@@ -76,7 +70,7 @@ def test_stopping_nginx_on_one_server_costs_no_request(lb: str) -> None:
     victim = REPLICA
     failures: list[str] = []
     served: list[str] = []
-    with probe.stopped(node(victim), "nginx"):
+    with probe.stopped(probe.node(victim), "nginx"):
         for _ in range(60):  # bounded: 60 requests, about 6 s
             try:
                 reply = probe.request(lb, "GET", "/api/items", timeout=3)
@@ -101,7 +95,7 @@ def test_stats_need_credentials_and_metrics_are_exported(lb: str) -> None:
     runtime_api = ("python3 -c \"import socket; s = socket.socket(socket.AF_UNIX); "
                    "s.connect('/run/haproxy/admin.sock'); s.sendall(b'show servers state web\\n'); "
                    "print(s.recv(65536).decode())\"")
-    state = node(LB).check_output(runtime_api)
+    state = probe.node(LB).check_output(runtime_api)
     assert all(web in state for web in WEB), state
 
 

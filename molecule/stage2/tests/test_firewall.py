@@ -6,7 +6,6 @@ import os
 from typing import Any
 
 import pytest
-import testinfra
 import testinfra.utils.ansible_runner
 import webstack_probe as probe
 
@@ -33,7 +32,7 @@ def addresses() -> dict[str, str]:
 
 def test_ufw_is_active_with_default_deny(host: Any) -> None:
     for name in ALL:
-        status = testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}").check_output("ufw status verbose")
+        status = probe.node(name).check_output("ufw status verbose")
         assert "Status: active" in status and "deny (incoming)" in status, (name, status)
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import testinfra
 import testinfra.utils.ansible_runner
 import webstack_probe as probe
 
@@ -27,10 +26,6 @@ EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 PEM = "/etc/haproxy/certs/www.foobar.com.pem"
 
 testinfra_hosts = [LB]
-
-
-def node(name: str) -> Any:
-    return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +103,7 @@ def test_acme_challenge_path_is_not_redirected(lb: str) -> None:
 
 
 def test_forced_renewal_serves_new_serial_without_dropping_requests(lb: str, pebble_root: str) -> None:
-    lb_host = node(LB)
+    lb_host = probe.node(LB)
     before = serial(lb_host)
     failures: list[str] = []
     done = threading.Event()
@@ -142,7 +137,7 @@ def test_forced_renewal_serves_new_serial_without_dropping_requests(lb: str, peb
 
 
 def test_renewal_timer_is_certbots_own(lb: str) -> None:
-    lb_host = node(LB)
+    lb_host = probe.node(LB)
     assert lb_host.service("certbot.timer").is_enabled
     assert lb_host.run("crontab -l").rc != 0 or "certbot" not in lb_host.run("crontab -l").stdout
     cron = lb_host.file("/etc/cron.d/certbot")
