@@ -75,27 +75,13 @@ def role_packages(roles: Iterable[str], roles_dir: str, host_vars: Mapping[str, 
 
     Lets one apt transaction install what every role of a host needs before the roles run.
     """
-    packages: list[str] = []
-    for role in roles:
-        key = f"{role}_packages"
-        if key in host_vars:
-            wanted = host_vars[key]
-        else:
-            defaults_file = Path(roles_dir) / role / "defaults" / "main.yml"
-            defaults = yaml.safe_load(defaults_file.read_text(encoding="utf-8")) or {}
-            if key not in defaults:
-                raise ValueError(f"role_packages: {defaults_file} defines no {key}")
-            wanted = defaults[key]
-        for package in wanted:
-            if package not in packages:
-                packages.append(str(package))
-    return packages
+    return [str(package) for package in role_values(roles, roles_dir, host_vars, "packages")]
 
 
 def role_values(roles: Iterable[str], roles_dir: str, host_vars: Mapping[str, Any], suffix: str) -> list[Any]:
     """Concatenation of the list `<role>_<suffix>` of each role: the host's own value wins over the role default.
 
-    Equal items are kept once, in first-seen order (`role_packages` is the `packages` case of this).
+    Equal items are kept once, in first-seen order.
     """
     values: list[Any] = []
     for role in roles:
