@@ -199,6 +199,20 @@ def test_nothing_is_stale_when_everything_is_declared() -> None:
     assert ufw.ufw_stale_rules(lines, ufw.ufw_wanted_rules(WANTED_RULES, 22, ["10.251.40.1/32"])) == []
 
 
+def test_only_rules_ufw_lacks_or_holds_with_another_comment_are_added() -> None:
+    wanted = ufw.ufw_wanted_rules(WANTED_RULES, 22, ["10.251.40.1/32"])
+    # SSH is held with its comment; 3306 is held with a different (here: undecodable) comment; 80 has none.
+    assert [r["port"] for r in ufw.ufw_missing_rules(TUPLES, wanted)] == [3306, 80]
+    held = "\n".join(f"### tuple ### allow tcp {p} {d} any {s} in comment={c.encode().hex()}" for p, d, s, c in [
+        (22, "0.0.0.0/0", "10.251.40.1", "ssh admin"), (3306, "0.0.0.0/0", "10.251.40.12", "webstack appservers app-01"),
+        (80, "0.0.0.0/0", "0.0.0.0/0", "webstack any")])
+    # 80 from any needs its IPv6 twin as well.
+    assert [r["port"] for r in ufw.ufw_missing_rules(held, wanted)] == [80]
+    held += "\n### tuple ### allow tcp 80 ::/0 any ::/0 in comment=" + b"webstack any".hex()
+    assert ufw.ufw_missing_rules(held, wanted) == []
+    assert ufw.ufw_missing_rules("", wanted) == wanted
+
+
 def test_sources_are_compared_the_way_ufw_normalises_them() -> None:
     lines = "### tuple ### allow tcp 22 0.0.0.0/0 any 10.0.0.0/8 in\n### tuple ### allow tcp 22 ::/0 any 2001:db8::1 in"
     wanted = ufw.ufw_wanted_rules([], 22, ["10.1.2.3/8", "2001:db8::1/128"])

@@ -48,12 +48,28 @@ def test_run_args_boot_systemd_and_alias_the_entry() -> None:
 
 
 def test_overlay_inventory_holds_only_connection_details() -> None:
-    overlay = lab.overlay_inventory({"web-01": "10.250.0.2"}, Path("/key"))
+    overlay = lab.overlay_inventory({"web-01": "10.250.0.2"}, Path("/key"), Path("/kh"))
     hostvars = overlay["all"]["hosts"]["web-01"]
     assert hostvars["ansible_host"] == "10.250.0.2"
     assert set(hostvars) == {"ansible_host", "ansible_user", "ansible_ssh_private_key_file", "ansible_ssh_common_args"}
     assert overlay["all"]["vars"] == {}
     assert lab.acme_vars(2)["certbot_acme_directory"].startswith("https://pebble:")
+
+
+def test_lab_checks_host_keys_against_its_own_known_hosts() -> None:
+    overlay = lab.overlay_inventory({"web-01": "10.250.0.2"}, Path("/key"), Path("/lab/known_hosts"))
+    args = overlay["all"]["hosts"]["web-01"]["ansible_ssh_common_args"]
+    assert "UserKnownHostsFile=/lab/known_hosts" in args and "StrictHostKeyChecking=yes" in args
+    assert "/dev/null" not in args and "StrictHostKeyChecking=no" not in args
+    scans = {"10.250.0.3": "# 10.250.0.3:22 SSH-2.0-OpenSSH\n10.250.0.3 ssh-ed25519 BBB\n",
+             "10.250.0.2": "10.250.0.2 ssh-ed25519 AAA\n\n"}
+    assert lab.known_hosts_lines(scans) == ["10.250.0.2 ssh-ed25519 AAA", "10.250.0.3 ssh-ed25519 BBB"]
+
+
+def test_mitogen_is_the_default_and_can_be_switched_off() -> None:
+    assert lab.mitogen_env({})["ANSIBLE_STRATEGY"] == "mitogen_linear"
+    assert lab.mitogen_env({})["ANSIBLE_STRATEGY_PLUGINS"].endswith("ansible_mitogen/plugins/strategy")
+    assert lab.mitogen_env({"WEBSTACK_MITOGEN": "0"}) == {"ANSIBLE_STRATEGY": "linear"}
 
 
 def test_role_docs_table_lists_each_variable(tmp_path: Path) -> None:
@@ -90,3 +106,11 @@ def test_parse_wrk_reads_rate_p99_and_errors() -> None:
     assert bench.parse_wrk(WRK_OUTPUT.replace("21.50ms", "1.20s"))["p99_ms"] == 1200.0
     with pytest.raises(ValueError):
         bench.parse_wrk("garbage")
+
+
+def test_converge_targets_scale_with_the_package_floor() -> None:
+    import bench
+
+    assert bench.targets(13.3)["rerun_max_s"] == 7.8
+    assert bench.targets(10.0) == {"fresh_max_s": 15.0, "rerun_max_s": 5.8}
+    assert bench.targets(26.6) == {"fresh_max_s": 39.9, "rerun_max_s": 15.5}

@@ -140,6 +140,31 @@ def ufw_stale_rules(tuple_lines: str, wanted: Iterable[Mapping[str, Any]]) -> li
     return stale
 
 
+def _comment(field: str) -> str | None:
+    """The text of a tuple line's `comment=<hex>` field (None when it is not valid hex UTF-8)."""
+    try:
+        return bytes.fromhex(field.removeprefix("comment=")).decode("utf-8")
+    except ValueError:
+        return None
+
+
+def ufw_missing_rules(tuple_lines: str, wanted: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Wanted rules ufw does not hold yet, or holds with another comment (re-adding updates the comment).
+
+    The role adds only these: each `ufw` call reloads the firewall and costs a round trip.
+    """
+    held: set[tuple[tuple[str, ...], str | None]] = set()
+    for raw in tuple_lines.splitlines():
+        line = raw.strip()
+        if not line.startswith("### tuple ###"):
+            continue
+        fields = line.removeprefix("### tuple ###").split()
+        comments = [_comment(f) for f in fields if f.startswith("comment=")]
+        held.add((tuple(f for f in fields if not f.startswith("comment=")), comments[0] if comments else ""))
+    return [dict(rule) for rule in wanted
+            if any((key, str(rule.get("comment") or "")) not in held for key in _tuple_keys(rule))]
+
+
 def ufw_status(status_verbose: str) -> dict[str, Any]:
     """The parts of `ufw status verbose` the role compares: active, logging level, default policies.
 
@@ -177,6 +202,7 @@ class FilterModule:
             "ufw_sources_cover": ufw_sources_cover,
             "ufw_wanted_rules": ufw_wanted_rules,
             "ufw_stale_rules": ufw_stale_rules,
+            "ufw_missing_rules": ufw_missing_rules,
             "ufw_status": ufw_status,
             "ufw_logging_matches": ufw_logging_matches,
         }

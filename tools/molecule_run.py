@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Run Molecule scenarios phase by phase, timing each, and print a summary table at the end.
+
+    python tools/molecule_run.py stage0:bookworm stage1:bookworm ...   (make molecule)
+
+Why not `molecule test`: the Molecule docker driver creates and destroys containers with async tasks, which
+hang under mitogen; the plays under test (converge, idempotence, the verifier's check-mode run) are what
+mitogen speeds up. So create and destroy run with Ansible's linear strategy and the rest with the
+strategy `tools/lab.py env` names (mitogen unless WEBSTACK_MITOGEN=0). `create` includes the scenario's
+prepare playbook, `destroy` its cleanup playbook. Every scenario is destroyed at the end,
+passed or failed; a failed scenario does not stop the others. Times go to build/molecule-times.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import lab
+
+ROOT = Path(__file__).resolve().parent.parent
+# (phase, runs under the accelerated strategy). Molecule's own sequences: `create` also prepares,
+# `destroy` also runs the scenario's cleanup playbook.
+SETUP = [("destroy", False), ("create", False)]
+UNDER_TEST = [("converge", True), ("idempotence", True), ("verify", True)]
+TEARDOWN = [("destroy", False)]
+
+
+@dataclass
+class Result:
+    """One scenario on one Debian release: seconds per phase, and the phase that failed (if any)."""
+
+    scenario: str
+    release: str
+    phases: dict[str, float] = field(default_factory=dict)
+    failed: str | None = None
+
+    @property
+    def total(self) -> float:
+        return round(sum(self.phases.values()), 1)
+
+
+def parse_pair(pair: str) -> tuple[str, str]:
+    """`stage1:bookworm` -> ("stage1", "bookworm"); the release defaults to bookworm."""
+    scenario, _, release = pair.partition(":")
+    if not scenario or release not in ("", "bookworm", "trixie"):
+        raise ValueError(f"molecule_run: bad scenario '{pair}' (use NAME or NAME:bookworm|trixie)")
+    return scenario, release or "bookworm"
+
+
+def summary(results: list[Result]) -> str:
+    """A fixed-width table: one row per scenario, one column per phase, the total and the verdict."""
+    phases = ["create", "converge", "idempotence", "verify", "destroy"]
+    head = f"{'scenario':<22}" + "".join(f"{p:>12}" for p in phases) + f"{'total':>9}  result"
+    rows = [head, "-" * len(head)]
+    for r in results:
+        cells = "".join(f"{r.phases[p]:>11.0f}s" if p in r.phases else f"{'-':>12}" for p in phases)
+        verdict = f"FAILED in {r.failed}" if r.failed else "passed"
+        rows.append(f"{r.scenario + ':' + r.release:<22}{cells}{r.total:>8.0f}s  {verdict}")
+    rows.append(f"{'all scenarios':<22}{'':>{12 * len(phases)}}{sum(r.total for r in results):>8.0f}s")
+    return "\n".join(rows)
+
+
+def leftovers(scenario: str) -> list[str]:
+    """Containers of an earlier run of the scenario (its platforms, or anything labelled with its name)."""
+    config = yaml.safe_load((ROOT / "molecule" / scenario / "molecule.yml").read_text(encoding="utf-8")) or {}
+    names = [str(p["name"]) for p in config.get("platforms", [])]
+    filters = [["--filter", f"name=^/{n}$"] for n in names] + [["--filter", f"label=webstack.scenario={scenario}"]]
+    found: set[str] = set()
+    for flt in filters:
+        out = subprocess.run(["docker", "ps", "-aq", *flt], capture_output=True, text=True, check=False).stdout
+        found.update(out.split())
+    return sorted(found)
+
+
+def run_phase(scenario: str, phase: str, env: dict[str, str]) -> tuple[bool, float]:
+    start = time.monotonic()
+    code = subprocess.run(["molecule", phase, "-s", scenario], cwd=ROOT, env=env, check=False).returncode
+    return code == 0, round(time.monotonic() - start, 1)
+
+
+def run_scenario(scenario: str, release: str, fast_env: dict[str, str]) -> Result:
+    result = Result(scenario, release)
+    base = dict(os.environ, WEBSTACK_DEBIAN=release, ANSIBLE_STRATEGY="linear")
+    base.pop("ANSIBLE_STRATEGY_PLUGINS", None)
+    print(f"=== molecule {scenario} on {release}", flush=True)
+    try:
+        for phase, fast in SETUP + UNDER_TEST:
+            if phase == "destroy" and not leftovers(scenario):
+                continue  # nothing left from an earlier run: skip Molecule's (slow) destroy
+            ok, seconds = run_phase(scenario, phase, dict(base, **fast_env) if fast else base)
+            result.phases[phase] = result.phases.get(phase, 0.0) + seconds
+            if not ok:
+                result.failed = phase
+                break
+    finally:
+        for phase, _ in TEARDOWN:
+            ok, seconds = run_phase(scenario, phase, base)
+            result.phases[phase] = result.phases.get(phase, 0.0) + seconds
+            if not ok and result.failed is None:
+                result.failed = phase
+    print(f"=== {scenario} on {release}: {result.total:.0f} s, {result.failed or 'passed'}", flush=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenarios", nargs="+", help="NAME:bookworm|trixie, run in this order")
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "molecule-times.json")
+    args = parser.parse_args(argv)
+    pairs = [parse_pair(p) for p in args.scenarios]
+    fast_env = lab.mitogen_env()
+    results = [run_scenario(scenario, release, fast_env) for scenario, release in pairs]
+    print("\n" + summary(results), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps([r.__dict__ | {"total": r.total} for r in results], indent=2) + "\n",
+                        encoding="utf-8")
+    return 1 if any(r.failed for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
