@@ -178,6 +178,23 @@ def firewall_rules(flows: Iterable[Mapping[str, Any]], groups: Mapping[str, Iter
     return rules
 
 
+def drain_commands(load_balancers: Iterable[str], backend: str, server: str, drain_wait: int = 10,
+                   ready_wait: int = 30, helper: str = "/usr/local/sbin/haproxy-server") -> list[dict[str, str]]:
+    """Per load balancer: the shell commands that take `server` out of `backend` (waiting for its sessions to
+    end) and put it back (waiting until its health check says UP), for handlers that interrupt a server.
+
+    The helper exits 1 when the wait ran out and 3 when the load balancer does not know the server.
+    """
+    for name, value in (("backend", backend), ("server", server)):
+        if not value or any(c.isspace() for c in value):
+            raise ValueError(f"drain_commands: {name} must be one word, got {value!r}")
+    # No helper yet (the load balancer is not set up, e.g. on a first converge): nothing to drain.
+    guard = f"[ -x {helper} ] || exit 0; "
+    return [{"host": str(lb),
+             "drain": f"{guard}{helper} {backend} {server} drain --wait {int(drain_wait)}",
+             "ready": f"{guard}{helper} {backend} {server} ready --wait {int(ready_wait)}"} for lb in load_balancers]
+
+
 class FilterModule:
     """webstack filters."""
 
@@ -191,4 +208,5 @@ class FilterModule:
             "webstack_role_packages": role_packages,
             "webstack_role_values": role_values,
             "webstack_firewall_rules": firewall_rules,
+            "webstack_drain_commands": drain_commands,
         }

@@ -5,7 +5,8 @@
     python tools/bench.py --only serving --duration 10
 
 Serving: wrk (Debian package) from the controller, bounded by --duration, against one web server
-directly and against the load balancer. Converge: the raw `apt-get install` time of each host's packages on
+directly and against the load balancer. Failover: GETs (10/s) through the load balancer while the primary's
+host is cut off the network (docker network disconnect), and the POST latency meanwhile. Converge: the raw `apt-get install` time of each host's packages on
 fresh containers (the floor) vs a fresh `make lab` converge, and an idempotent re-run.
 Traffic goes only to the lab's own containers.
 """
@@ -26,9 +27,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "filter_plugins"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
 
 import lab
 import webstack
+import webstack_probe as probe
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -80,6 +83,28 @@ def serving(stage: int, duration: int, connections: int) -> dict[str, Any]:
     result["through_lb"] = wrk(f"http://{lb_addr}/api/items", duration, connections)
     result["lb_vs_direct_ratio"] = round(result["through_lb"]["rps"] / result["direct_one_server"]["rps"], 3)
     return result
+
+
+def primary_blackholed(stage: int, seconds: float = 10.0) -> dict[str, Any]:
+    """GETs through the entry host (10/s) while the primary's host is cut off the network; POST latency then."""
+    hosts = lab.load_hosts(stage)
+    entry = lab.container_address(stage, lab.entry_host(hosts).name)
+    primary = next(h for h in hosts if "db_primary" in h.groups)
+    posts: list[dict[str, Any]] = []
+    with probe.LoadLoop(entry, interval=0.1, timeout=20, limit=int(seconds * 10) + 400) as loop:
+        time.sleep(2)
+        with probe.disconnected(primary.container):
+            time.sleep(seconds / 2)
+            for _ in range(3):
+                start = time.monotonic()
+                status = probe.request(entry, "POST", "/api/items", {"text": probe.unique_text("bench")},
+                                       timeout=10).status
+                posts.append({"status": status, "seconds": round(time.monotonic() - start, 2)})
+            time.sleep(seconds / 2)
+        time.sleep(5)
+    return {"host": primary.name, "cut_off_s": seconds, "gets": len(loop.outcomes), "get_failures": len(loop.failed),
+            "longest_gap_s": round(loop.max_gap, 2),
+            "slowest_get_s": round(max(o.seconds for o in loop.outcomes), 2), "posts_while_cut_off": posts}
 
 
 def package_floor(stage: int, release: str) -> dict[str, Any]:
@@ -151,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench.json")
     parser.add_argument("--stage", type=int, default=1)
     parser.add_argument("--release", default="bookworm", choices=["bookworm", "trixie"])
-    parser.add_argument("--only", choices=["serving", "converge"])
+    parser.add_argument("--only", choices=["serving", "converge", "failover"])
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args(argv)
@@ -164,7 +189,11 @@ def main(argv: list[str] | None = None) -> int:
                        stdout=subprocess.DEVNULL)
     if args.only in (None, "serving"):
         results["serving"] = serving(args.stage, args.duration, args.connections)
+    if args.only in (None, "failover"):
+        results["primary_blackholed"] = primary_blackholed(args.stage)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.only and args.out.exists():  # one part re-measured: keep the others of the last full run
+        results = {**json.loads(args.out.read_text(encoding="utf-8")), **results}
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(results, indent=2))
     return 0

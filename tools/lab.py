@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import ipaddress
 import json
 import os
 import socket
@@ -98,17 +99,22 @@ def run_args(host: LabHost, image: str, pubkey: Path, entry: bool) -> list[str]:
     return args + [image]
 
 
-def acme_vars(stage: int) -> dict[str, str]:
-    """From stage 2 on, the lab's certificates come from its own pebble CA, never a public one."""
-    if stage < 2:
-        return {}
-    return {"certbot_acme_directory": "https://pebble:14000/dir",
-            "certbot_ca_bundle": "/etc/webstack/pebble-listener-ca.pem",
-            "certbot_email": "lab@foobar.com"}
+def lab_vars(stage: int) -> dict[str, Any]:
+    """Lab-only settings: the controller (the network's gateway) is exempt from the per-client rate limit, so
+    `make bench` measures throughput, not the limit; from stage 2 on certificates come from the lab's own
+    pebble CA, never a public one, and alerts are read in Alertmanager's API instead of paging anyone."""
+    gateway = str(next(ipaddress.ip_network(subnet(stage)).hosts()))
+    settings: dict[str, Any] = {"webstack_rate_limit_exempt": [f"{gateway}/32"]}
+    if stage >= 2:
+        settings |= {"certbot_acme_directory": "https://pebble:14000/dir",
+                     "certbot_ca_bundle": "/etc/webstack/pebble-listener-ca.pem",
+                     "certbot_email": "lab@foobar.com",
+                     "webstack_require_alert_receiver": False}
+    return settings
 
 
 def overlay_inventory(addresses: dict[str, str], key: Path, known_hosts: Path,
-                      lab_vars: dict[str, str] | None = None) -> dict[str, Any]:
+                      lab_vars: dict[str, Any] | None = None) -> dict[str, Any]:
     """Connection details of the lab containers (and lab-only settings), layered over the stage inventory.
 
     Host keys are checked like on real hosts, against the lab's own known_hosts file (recorded at start).
@@ -217,7 +223,7 @@ def up(stage: int, release: str, converge: bool) -> None:
     overlay.parent.mkdir(parents=True, exist_ok=True)
     known_hosts = overlay.parent / "known_hosts"
     record_host_keys(addresses, known_hosts)
-    overlay.write_text(json.dumps(overlay_inventory(addresses, key, known_hosts, acme_vars(stage)), indent=2)
+    overlay.write_text(json.dumps(overlay_inventory(addresses, key, known_hosts, lab_vars(stage)), indent=2)
                        + "\n", encoding="utf-8")
     print(f"lab: {len(hosts)} container(s) on {network_name(stage)}: "
           + ", ".join(f"{h}={a}" for h, a in addresses.items()))

@@ -12,9 +12,17 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
   id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
   text VARCHAR(500) NOT NULL,
-  created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
+  created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+  idempotency_key VARCHAR(64) NULL,
+  UNIQUE KEY uq_items_idempotency_key (idempotency_key)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
 """
+# Expand step for tables made before Idempotency-Key support (code of both versions works with the column).
+ADD_IDEMPOTENCY_KEY = """
+ALTER TABLE items ADD COLUMN idempotency_key VARCHAR(64) NULL,
+  ADD UNIQUE KEY uq_items_idempotency_key (idempotency_key)
+"""
+DUPLICATE_KEY = 1062
 
 
 class StoreError(Exception):
@@ -38,11 +46,9 @@ class ItemStore(Protocol):
 
     def latest(self, limit: int) -> list[Item]: ...
 
-    def add(self, text: str) -> Item: ...
+    def add(self, text: str, key: str | None = None) -> tuple[Item, bool]: ...
 
-    def ping_read(self) -> None: ...
-
-    def ping_write(self) -> None: ...
+    def ping_read(self, timeout: float) -> None: ...
 
 
 def _item(row: tuple[Any, ...]) -> Item:
@@ -62,7 +68,7 @@ class MySQLStore:
         self._read_db = read_db
 
     @staticmethod
-    def _connect(settings: DBSettings) -> Any:
+    def _connect(settings: DBSettings, timeout: float | None = None) -> Any:
         import pymysql  # imported lazily so unit tests run without the driver
 
         try:
@@ -72,19 +78,20 @@ class MySQLStore:
                 user=settings.user,
                 password=settings.password,
                 database=settings.database,
-                connect_timeout=settings.connect_timeout,
-                read_timeout=5,
-                write_timeout=5,
+                connect_timeout=min(settings.connect_timeout, timeout or settings.connect_timeout),
+                read_timeout=timeout or 5,
+                write_timeout=timeout or 5,
                 autocommit=True,
                 charset="utf8mb4",
             )
         except pymysql.MySQLError as exc:
             raise StoreError(f"cannot connect to {settings.host}:{settings.port}: {exc}") from exc
 
-    def _run(self, settings: DBSettings, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    def _run(self, settings: DBSettings, sql: str, args: tuple[Any, ...] = (),
+             timeout: float | None = None) -> list[tuple[Any, ...]]:
         import pymysql
 
-        conn = self._connect(settings)
+        conn = self._connect(settings, timeout)
         try:
             with conn.cursor() as cur:
                 cur.execute(sql, args)
@@ -100,14 +107,27 @@ class MySQLStore:
         )
         return [_item(row) for row in rows]
 
-    def add(self, text: str) -> Item:
+    def add(self, text: str, key: str | None = None) -> tuple[Item, bool]:
+        """Insert a row; with an idempotency key, a key seen before returns its row instead (created=False)."""
         import pymysql
 
+        select = "SELECT id, text, created_at FROM items WHERE "
         conn = self._connect(self._write_db)
         try:
             with conn.cursor() as cur:
-                cur.execute("INSERT INTO items (text) VALUES (%s)", (text,))
-                cur.execute("SELECT id, text, created_at FROM items WHERE id = LAST_INSERT_ID()")
+                try:
+                    if key is None:
+                        cur.execute("INSERT INTO items (text) VALUES (%s)", (text,))
+                    else:
+                        cur.execute("INSERT INTO items (text, idempotency_key) VALUES (%s, %s)", (text, key))
+                except pymysql.err.IntegrityError as exc:
+                    if key is None or exc.args[0] != DUPLICATE_KEY:
+                        raise
+                    cur.execute(select + "idempotency_key = %s", (key,))
+                    created = False
+                else:
+                    cur.execute(select + "id = LAST_INSERT_ID()")
+                    created = True
                 row = cur.fetchone()
         except pymysql.MySQLError as exc:
             raise StoreError(str(exc)) from exc
@@ -115,18 +135,17 @@ class MySQLStore:
             conn.close()
         if row is None:
             raise StoreError("the inserted row could not be read back")
-        return _item(row)
+        return _item(row), created
 
-    def ping_read(self) -> None:
-        self._run(self._read_db, "SELECT 1")
-
-    def ping_write(self) -> None:
-        self._run(self._write_db, "SELECT 1")
+    def ping_read(self, timeout: float) -> None:
+        self._run(self._read_db, "SELECT 1", timeout=timeout)
 
     def migrate(self) -> bool:
-        """Create the schema on the write server; True when the table was created."""
-        existed = self._run(self._write_db, "SHOW TABLES LIKE 'items'")
-        if existed:
-            return False
-        self._run(self._write_db, SCHEMA)
-        return True
+        """Create the schema on the write server, or expand an older one; True when something changed."""
+        if not self._run(self._write_db, "SHOW TABLES LIKE 'items'"):
+            self._run(self._write_db, SCHEMA)
+            return True
+        if not self._run(self._write_db, "SHOW COLUMNS FROM items LIKE 'idempotency_key'"):
+            self._run(self._write_db, ADD_IDEMPOTENCY_KEY)
+            return True
+        return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,24 @@ StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
 
 MAX_BODY_BYTES = 16 * 1024
+# /healthz answers within this bound (seconds), far below the load balancer's check timeout.
+HEALTH_TIMEOUT = 0.5
+# Idempotency-Key: what a client may send (a UUID fits).
+IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 STATUS_TEXT = {
     200: "200 OK",
     201: "201 Created",
     400: "400 Bad Request",
     404: "404 Not Found",
     405: "405 Method Not Allowed",
+    409: "409 Conflict",
+    413: "413 Content Too Large",
     503: "503 Service Unavailable",
 }
+
+
+class TooLarge(ValueError):
+    """The request body is over MAX_BODY_BYTES (answered with 413)."""
 
 
 class Response:
@@ -65,12 +76,14 @@ def parse_new_item(environ: Environ, max_text_length: int) -> str:
     if length <= 0:
         raise ValueError("empty body: send {\"text\": \"...\"}")
     if length > MAX_BODY_BYTES:
-        raise ValueError(f"body larger than {MAX_BODY_BYTES} bytes")
+        raise TooLarge(f"body larger than {MAX_BODY_BYTES} bytes")
     raw = environ["wsgi.input"].read(length)
     try:
         document = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError("body is not valid JSON") from exc
+    except RecursionError as exc:
+        raise ValueError("body nests too deeply") from exc
     if not isinstance(document, dict) or "text" not in document:
         raise ValueError("missing field: text")
     text = document["text"]
@@ -78,7 +91,21 @@ def parse_new_item(environ: Environ, max_text_length: int) -> str:
         raise ValueError("text must be a non-empty string")
     if len(text) > max_text_length:
         raise ValueError(f"text longer than {max_text_length} characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates such as "\ud800" decode from JSON but are no text
+        raise ValueError("text is not valid Unicode") from exc
     return text
+
+
+def idempotency_key(environ: Environ) -> str | None:
+    """The request's Idempotency-Key header (None when absent); ValueError when malformed."""
+    key = environ.get("HTTP_IDEMPOTENCY_KEY")
+    if key is None:
+        return None
+    if not IDEMPOTENCY_KEY.match(str(key)):
+        raise ValueError("Idempotency-Key must be 1-64 characters of A-Z a-z 0-9 . _ : -")
+    return str(key)
 
 
 def render_page(host: str, release: str, items: list[dict[str, Any]]) -> bytes:
@@ -164,29 +191,37 @@ class App:
         return json_response(200, {"host": self.settings.host_name, "items": items})
 
     def add_item(self, environ: Environ) -> Response:
+        """Create an item. With an Idempotency-Key, a repeat of the same request gets the same row (200)."""
         try:
+            key = idempotency_key(environ)
             text = parse_new_item(environ, self.settings.max_text_length)
+        except TooLarge as exc:
+            return error(413, str(exc))
         except ValueError as exc:
             return error(400, str(exc))
         try:
-            item = self.store.add(text)
+            item, created = self.store.add(text, key)
         except StoreError:
             return error(503, "write database unavailable")
-        return json_response(201, item.as_dict())
+        if created:
+            return json_response(201, item.as_dict())
+        if item.text != text:
+            return error(409, "Idempotency-Key already used for a different item")
+        response = json_response(200, item.as_dict())
+        response.headers.append(("Idempotent-Replayed", "true"))
+        return response
 
     def health(self, _environ: Environ) -> Response:
-        status = {"host": self.settings.host_name, "read_db": "ok", "write_db": "ok"}
+        """Healthy = pages can be served: the read path answers within HEALTH_TIMEOUT.
+
+        The write database is not consulted: a lost primary disables writes (POST answers 503) but must
+        not take the readable site out of the load balancer.
+        """
         try:
-            self.store.ping_read()
+            self.store.ping_read(HEALTH_TIMEOUT)
         except StoreError:
-            status["read_db"] = "down"
-        try:
-            self.store.ping_write()
-        except StoreError:
-            status["write_db"] = "down"
-        # Reads are what every page needs: a host whose read DB is gone must leave the pool.
-        # A lost primary only disables writes, which the body reports.
-        return json_response(200 if status["read_db"] == "ok" else 503, status)
+            return json_response(503, {"host": self.settings.host_name, "read_db": "down"})
+        return json_response(200, {"host": self.settings.host_name, "read_db": "ok"})
 
     def version(self, _environ: Environ) -> Response:
         return Response(200, (self.release + "\n").encode("utf-8"), "text/plain; charset=utf-8")

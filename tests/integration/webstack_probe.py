@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import os
 import re
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import yaml
 
@@ -161,3 +163,83 @@ def scan(container: str, targets: list[tuple[str, int]], timeout: float = 2.0) -
     out = subprocess.run(["docker", "exec", container, "python3", "-c", SCAN_SCRIPT, json.dumps(targets),
                           str(timeout)], check=True, capture_output=True, text=True, timeout=60).stdout
     return dict(json.loads(out))
+
+
+@dataclass
+class Outcome:
+    """One request of a load loop: when it started, how long it took, and what came back."""
+
+    started: float
+    seconds: float
+    status: int | None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 400
+
+
+@dataclass
+class LoadLoop:
+    """A bounded request loop in a thread: `interval` apart, at most `limit` requests, stops when told to."""
+
+    address: str
+    path: str = "/api/items"
+    interval: float = 0.1
+    timeout: float = 15.0
+    limit: int = 600
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and len(self.outcomes) < self.limit:
+            start = time.monotonic()
+            try:
+                status: int | None = request(self.address, "GET", self.path, timeout=self.timeout).status
+                error = ""
+            except OSError as exc:
+                status, error = None, repr(exc)
+            self.outcomes.append(Outcome(start, time.monotonic() - start, status, error))
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - start)))
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.timeout + 5)
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def max_gap(self) -> float:
+        """Longest time between the end of one successful request and the end of the next."""
+        ends = sorted(o.started + o.seconds for o in self.outcomes if o.ok)
+        return max((b - a for a, b in itertools.pairwise(ends)), default=0.0)
+
+    def summary(self) -> str:
+        return (f"ok={len(self.outcomes) - len(self.failed)} fail={len(self.failed)} "
+                f"maxgap={self.max_gap:.2f}s slowest={max((o.seconds for o in self.outcomes), default=0):.2f}s "
+                f"failures={[(o.status, o.error) for o in self.failed][:5]}")
+
+
+@contextmanager
+def disconnected(container: str) -> Iterator[None]:
+    """Cut a container off its network (a host that is gone but not refusing); always reconnect it, same address."""
+    out = subprocess.run(["docker", "inspect", container], check=True, capture_output=True, text=True).stdout
+    info = json.loads(out)[0]
+    network, settings = next(iter(info["NetworkSettings"]["Networks"].items()))
+    subprocess.run(["docker", "network", "disconnect", network, container], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        aliases = [a for a in settings.get("Aliases") or [] if a not in (container, info["Id"][:12])]
+        extra = [arg for alias in aliases for arg in ("--alias", alias)]
+        subprocess.run(["docker", "network", "connect", "--ip", settings["IPAddress"], *extra, network, container],
+                       check=True, capture_output=True)

@@ -19,25 +19,27 @@ class FakeStore:
         self.items: list[Item] = [Item(1, "first <b>", "2026-01-01T00:00:00")]
         self.read_down = False
         self.write_down = False
+        self.keys: dict[str, Item] = {}
 
     def latest(self, limit: int) -> list[Item]:
         if self.read_down:
             raise StoreError("down")
         return list(reversed(self.items))[:limit]
 
-    def add(self, text: str) -> Item:
+    def add(self, text: str, key: str | None = None) -> tuple[Item, bool]:
         if self.write_down:
             raise StoreError("down")
+        if key is not None and key in self.keys:
+            return self.keys[key], False
         item = Item(len(self.items) + 1, text, "2026-01-01T00:00:01")
         self.items.append(item)
-        return item
+        if key is not None:
+            self.keys[key] = item
+        return item, True
 
-    def ping_read(self) -> None:
+    def ping_read(self, timeout: float) -> None:
+        assert timeout <= 1.0, "health must answer well within the load balancer's check timeout"
         if self.read_down:
-            raise StoreError("down")
-
-    def ping_write(self) -> None:
-        if self.write_down:
             raise StoreError("down")
 
 
@@ -51,7 +53,8 @@ def app(store: FakeStore) -> App:
     return App(Settings(host_name="web-01", write_db=DB, read_db=DB), store, "r-test")
 
 
-def call(app: App, method: str, path: str, body: bytes = b"", content_type: str = "application/json") -> tuple[int, dict[str, str], bytes]:
+def call(app: App, method: str, path: str, body: bytes = b"", content_type: str = "application/json",
+         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     captured: dict[str, Any] = {}
 
     def start_response(status: str, headers: list[tuple[str, str]]) -> None:
@@ -64,6 +67,7 @@ def call(app: App, method: str, path: str, body: bytes = b"", content_type: str 
         "CONTENT_TYPE": content_type,
         "CONTENT_LENGTH": str(len(body)),
         "wsgi.input": io.BytesIO(body),
+        **{"HTTP_" + k.upper().replace("-", "_"): v for k, v in (headers or {}).items()},
     }
     payload = b"".join(app(environ, start_response))
     return captured["status"], captured["headers"], payload
@@ -104,7 +108,8 @@ def test_post_creates_row_and_answers_201(app: App, store: FakeStore) -> None:
         (b"\xff\xfe", "application/json"),
         (b'{"text": "ok"}', "text/plain"),
         (b"", "application/json"),
-        (b"x" * (17 * 1024), "application/json"),
+        (b"[" * 5000 + b"]" * 5000, "application/json"),  # nests deeper than the parser allows
+        (b'{"text": "\\ud800"}', "application/json"),
     ],
 )
 def test_bad_input_is_a_400_with_json_error(app: App, body: bytes, content_type: str) -> None:
@@ -112,6 +117,24 @@ def test_bad_input_is_a_400_with_json_error(app: App, body: bytes, content_type:
     assert status == 400
     assert "error" in json.loads(payload)
     assert headers["Content-Type"] == "application/json"
+
+
+def test_body_over_the_limit_is_413(app: App, store: FakeStore) -> None:
+    status, _, payload = call(app, "POST", "/api/items", b"x" * (17 * 1024))
+    assert status == 413 and "larger than" in json.loads(payload)["error"]
+    assert len(store.items) == 1
+
+
+def test_idempotency_key_replays_return_the_same_row(app: App, store: FakeStore) -> None:
+    body = json.dumps({"text": "once"}).encode()
+    first = call(app, "POST", "/api/items", body, headers={"Idempotency-Key": "k-1"})
+    again = call(app, "POST", "/api/items", body, headers={"Idempotency-Key": "k-1"})
+    assert first[0] == 201 and again[0] == 200 and again[1]["Idempotent-Replayed"] == "true"
+    assert json.loads(first[2]) == json.loads(again[2])
+    assert [i.text for i in store.items].count("once") == 1
+    other = call(app, "POST", "/api/items", json.dumps({"text": "else"}).encode(), headers={"Idempotency-Key": "k-1"})
+    assert other[0] == 409
+    assert call(app, "POST", "/api/items", body, headers={"Idempotency-Key": "bad key!"})[0] == 400
 
 
 def test_write_db_down_is_503_not_500(app: App, store: FakeStore) -> None:
@@ -122,9 +145,9 @@ def test_write_db_down_is_503_not_500(app: App, store: FakeStore) -> None:
 
 def test_healthz_follows_the_read_database(app: App, store: FakeStore) -> None:
     assert call(app, "GET", "/healthz")[0] == 200
-    store.write_down = True
+    store.write_down = True  # a lost primary must not take a readable host out of the pool
     status, _, body = call(app, "GET", "/healthz")
-    assert status == 200 and json.loads(body)["write_db"] == "down"
+    assert status == 200 and json.loads(body)["read_db"] == "ok"
     store.read_down = True
     assert call(app, "GET", "/healthz")[0] == 503
     assert call(app, "GET", "/")[0] == 503

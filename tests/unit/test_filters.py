@@ -78,3 +78,14 @@ def test_real_roles_declare_their_packages() -> None:
     roles_dir = Path(__file__).resolve().parents[2] / "roles"
     packages = webstack.role_packages(["nginx", "app", "mysql"], str(roles_dir), {})
     assert "nginx" in packages and "mariadb-server" in packages and "gunicorn" in packages
+
+
+def test_drain_commands_name_each_load_balancer_and_the_server() -> None:
+    commands = webstack.drain_commands(["lb-01", "lb-02"], "web", "web-01")
+    assert [c["host"] for c in commands] == ["lb-01", "lb-02"]
+    assert commands[0]["drain"].endswith("; /usr/local/sbin/haproxy-server web web-01 drain --wait 10")
+    assert commands[0]["ready"].endswith("; /usr/local/sbin/haproxy-server web web-01 ready --wait 30")
+    assert commands[0]["drain"].startswith("[ -x /usr/local/sbin/haproxy-server ] || exit 0")
+    assert webstack.drain_commands([], "web", "web-01") == []
+    with pytest.raises(ValueError, match="server"):
+        webstack.drain_commands(["lb-01"], "web", "web 01; reboot")

@@ -53,7 +53,8 @@ def test_overlay_inventory_holds_only_connection_details() -> None:
     assert hostvars["ansible_host"] == "10.250.0.2"
     assert set(hostvars) == {"ansible_host", "ansible_user", "ansible_ssh_private_key_file", "ansible_ssh_common_args"}
     assert overlay["all"]["vars"] == {}
-    assert lab.acme_vars(2)["certbot_acme_directory"].startswith("https://pebble:")
+    assert lab.lab_vars(2)["certbot_acme_directory"].startswith("https://pebble:")
+    assert lab.lab_vars(1) == {"webstack_rate_limit_exempt": ["10.250.1.1/32"]}
 
 
 def test_lab_checks_host_keys_against_its_own_known_hosts() -> None:

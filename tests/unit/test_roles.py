@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,26 @@ def test_requirements_collections_are_installed_at_compatible_versions() -> None
     for item in wanted:
         assert item["name"] in installed, f"{item['name']} missing from the ansible bundle"
         assert Version(installed[item["name"]]) in SpecifierSet(item["version"]), (item, installed[item["name"]])
+
+
+def test_monitoring_without_a_receiver_fails_in_preflight_naming_the_fix() -> None:
+    result = run_role("monitoring_server", {})
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "monitoring_server_alertmanager_webhook_urls" in out and "alerts must reach someone" in out, out
+    assert "changed=0" in result.stdout and "failed=1" in result.stdout, result.stdout
+    passed = run_role("monitoring_server", {"monitoring_server_require_receiver": False})
+    assert "Check the inputs that argument specs cannot" in passed.stdout
+    assert "alerts must reach someone" not in passed.stdout + passed.stderr
+
+
+def test_site_refuses_a_monitored_stage_without_a_receiver(tmp_path: Path) -> None:
+    """Before any host is touched: the base play's first checks run on the controller."""
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", WEBSTACK_SECRETS_DIR=str(tmp_path))
+    result = subprocess.run(
+        ["ansible-playbook", "-i", str(ROOT / "inventories" / "stage2"), str(ROOT / "site.yml"),
+         "-e", "ansible_connection=local", "-e", f"ansible_python_interpreter={sys.executable}", "--limit", "lb-01"],
+        env=env, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "webstack_alert_webhook_urls" in out, out[-3000:]
+    assert "changed=0" in result.stdout and "Gathering Facts" in result.stdout

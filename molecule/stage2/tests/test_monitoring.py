@@ -40,7 +40,8 @@ def test_every_target_is_up(host: Any) -> None:
 def test_alert_and_recording_rules_are_loaded(host: Any) -> None:
     groups = api(host, "http://127.0.0.1:9090/api/v1/rules")["data"]["groups"]
     names = {rule["name"] for group in groups for rule in group["rules"]}
-    for wanted in ("InstanceDown", "HAProxyBackendDown", "ReplicationStopped", "ReplicationLagging",
+    for wanted in ("InstanceDown", "HAProxyBackendDown", "ReplicationStopped", "ReplicationLagging", "MySQLDown",
+                   "CertificateRenewalOverdue",
                    "CertificateExpiringSoon", "DiskAlmostFull", "Http5xxRateHigh"):
         assert wanted in names, names
     assert any(name.startswith("webstack:") for name in names), names  # web QPS is recorded

@@ -136,6 +136,20 @@ def test_forced_renewal_serves_new_serial_without_dropping_requests(lb: str, peb
     assert failures == [], failures
 
 
+def test_deploy_hook_killed_mid_write_leaves_haproxy_reloadable(lb: str, pebble_root: str) -> None:
+    """The hook blocks reading the chain (a FIFO stands in for it) and is killed -9 while its bundle is open."""
+    live = "/etc/letsencrypt/live/www.foobar.com"
+    script = (f"set -e; mv {live}/fullchain.pem {live}/fullchain.pem.keep; mkfifo {live}/fullchain.pem; "
+              f"(RENEWED_LINEAGE={live} /usr/local/lib/webstack/certbot-deploy-hook >/dev/null 2>&1 &); sleep 1; "
+              f"pkill -9 -f certbot-deploy-hook; pkill -9 -f \"cat {live}/fullchain.pem\" || true; sleep 0.5; "
+              f"rm -f {live}/fullchain.pem; mv {live}/fullchain.pem.keep {live}/fullchain.pem; ls -A /etc/haproxy/certs")
+    lb_host = probe.node(LB)
+    listing = lb_host.check_output(f"sh -c '{script}'")
+    assert listing.split() == ["www.foobar.com.pem"], listing  # nothing half-written where HAProxy loads certs
+    assert lb_host.run("haproxy -c -q -f /etc/haproxy/haproxy.cfg && systemctl reload haproxy").rc == 0
+    assert tls_get(lb, pebble_root, "/healthz")[2] == 200
+
+
 def test_renewal_timer_is_certbots_own(lb: str) -> None:
     lb_host = probe.node(LB)
     assert lb_host.service("certbot.timer").is_enabled
