@@ -4,7 +4,6 @@ gets a clear answer. Runs after test_stage1.py (file order): the hosts it cuts o
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import socket
 import time
@@ -13,15 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import testinfra.utils.ansible_runner
 import webstack_probe as probe
-
-INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
-RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
-LB = RUNNER.get_hosts("loadbalancers")[0]
-PRIMARY = RUNNER.get_hosts("db_primary")[0]
-REPLICA = RUNNER.get_hosts("db_replicas")[0]
-WEB = RUNNER.get_hosts("webservers")
+from test_stage1 import INVENTORY, LB, PRIMARY, REPLICA, RUNNER, WEB
 
 testinfra_hosts = [LB]
 
