@@ -139,9 +139,10 @@ def test_forced_renewal_serves_new_serial_without_dropping_requests(lb: str, peb
 def test_deploy_hook_killed_mid_write_leaves_haproxy_reloadable(lb: str, pebble_root: str) -> None:
     """The hook blocks reading the chain (a FIFO stands in for it) and is killed -9 while its bundle is open."""
     live = "/etc/letsencrypt/live/www.foobar.com"
+    # The hook's PID is killed (pkill -f would match this very script's command line).
     script = (f"set -e; mv {live}/fullchain.pem {live}/fullchain.pem.keep; mkfifo {live}/fullchain.pem; "
-              f"(RENEWED_LINEAGE={live} /usr/local/lib/webstack/certbot-deploy-hook >/dev/null 2>&1 &); sleep 1; "
-              f"pkill -9 -f certbot-deploy-hook; pkill -9 -f \"cat {live}/fullchain.pem\" || true; sleep 0.5; "
+              f"RENEWED_LINEAGE={live} /usr/local/lib/webstack/certbot-deploy-hook >/dev/null 2>&1 & hook=$!; "
+              f"sleep 1; kill -9 $hook; pkill -9 -f \"^cat {live}/fullchain.pem\" || true; sleep 0.5; "
               f"rm -f {live}/fullchain.pem; mv {live}/fullchain.pem.keep {live}/fullchain.pem; ls -A /etc/haproxy/certs")
     lb_host = probe.node(LB)
     listing = lb_host.check_output(f"sh -c '{script}'")
