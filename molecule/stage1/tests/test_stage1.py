@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 import testinfra.utils.ansible_runner
@@ -88,8 +90,17 @@ def test_stopping_nginx_on_one_server_costs_no_request(lb: str) -> None:
                                              for _ in range(4)}, timeout=15)
 
 
+def secrets() -> dict[str, str]:
+    """The generated secrets of this run (the wiring's password lookups write them here)."""
+    folder = Path(os.environ["WEBSTACK_SECRETS_DIR"])
+    return {f.name: f.read_text(encoding="utf-8").split()[0] for f in folder.iterdir() if f.is_file()}
+
+
 def test_stats_need_credentials_and_metrics_are_exported(lb: str) -> None:
     assert probe.request(lb, "GET", "/", port=8404).status == 401
+    token = base64.b64encode(f"admin:{secrets()['haproxy_stats_password']}".encode()).decode()
+    assert probe.request(lb, "GET", "/", port=8404, headers={"Authorization": f"Basic {token}"}).status == 200
+    assert secrets()["haproxy_stats_password"] not in probe.node(LB).check_output("cat /etc/haproxy/haproxy.cfg")
     metrics = probe.request(lb, "GET", "/metrics", port=8404)
     assert metrics.status == 200 and b"haproxy_backend_active_servers" in metrics.body
     runtime_api = ("python3 -c \"import socket; s = socket.socket(socket.AF_UNIX); "
@@ -97,6 +108,23 @@ def test_stats_need_credentials_and_metrics_are_exported(lb: str) -> None:
                    "print(s.recv(65536).decode())\"")
     state = probe.node(LB).check_output(runtime_api)
     assert all(web in state for web in WEB), state
+
+
+def test_diff_and_verbose_output_print_no_secret() -> None:
+    """A --check --diff -v run that would change the app's config and the stats user prints neither secret."""
+    result, recap = probe.run_playbook(probe.ROOT / "site.yml", str(Path(INVENTORY).parent), "--check", "--diff", "-v",
+                                       "-e", json.dumps({"app_items_limit": 18, "haproxy_stats_user": "operator"}))
+    assert result.returncode == 0 and any(c["changed"] > 0 for c in recap.values()), result.stdout[-3000:]
+    output = result.stdout + result.stderr
+    assert "haproxy_stats_users" in output or "operator" in output  # the haproxy.cfg diff was printed
+    leaked = [name for name, value in secrets().items() if len(value) >= 16 and value in output]
+    assert leaked == [], leaked
+
+
+def test_release_archives_are_not_left_behind() -> None:
+    for host in [LB, *WEB]:
+        assert probe.node(host).check_output("ls -d /tmp/webstack-release-* 2>/dev/null || true") == ""
+    assert not list(Path("/tmp").glob("webstack-release-*"))
 
 
 def test_check_mode_reports_no_changes() -> None:
