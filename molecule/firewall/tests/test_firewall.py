@@ -155,7 +155,29 @@ def test_effective_sshd_config_is_hardened(name: str) -> None:
     effective = set(node(name).check_output("sshd -T").splitlines())
     assert {"passwordauthentication no", "kbdinteractiveauthentication no", "permitrootlogin without-password",
             "allowusers root", "authenticationmethods publickey", "x11forwarding no",
-            "allowtcpforwarding no"} <= effective
+            "allowtcpforwarding local"} <= effective
+
+
+def test_an_admin_can_open_a_local_tunnel_but_no_remote_one() -> None:
+    """What the docs promise for the monitoring UIs: ssh -L to a port only the host itself can reach."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    key = RUNNER.get_variables(DB)["ansible_ssh_private_key_file"]
+    tunnel = subprocess.Popen(["ssh", "-i", key, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+                               "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                               "-o", "LogLevel=ERROR", "-o", "ExitOnForwardFailure=yes", "-N",
+                               "-L", f"127.0.0.1:{port}:127.0.0.1:22", f"root@{address(DB)}"])
+    try:
+        def banner() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+                return conn.recv(64)
+        assert webstack_probe.wait_for(lambda: banner().startswith(b"SSH-2.0-"), timeout=15)
+    finally:
+        tunnel.terminate()
+        tunnel.wait(timeout=10)
+    remote = ssh(DB, "-o", "ExitOnForwardFailure=yes", "-R", "127.0.0.1:0:127.0.0.1:22", command="true")
+    assert remote.returncode != 0, remote.stderr
 
 
 def test_check_mode_reports_no_changes() -> None:
