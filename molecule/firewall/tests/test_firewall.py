@@ -85,7 +85,7 @@ def ssh(target: str, *options: str, command: str = "hostname") -> subprocess.Com
     return subprocess.run(["ssh", "-i", key, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=5",
                            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
                            *options, f"root@{address(target)}", command],
-                          capture_output=True, text=True, timeout=30, check=False)
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, check=False)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -167,7 +167,9 @@ def test_an_admin_can_open_a_local_tunnel_but_no_remote_one() -> None:
     tunnel = subprocess.Popen(["ssh", "-i", key, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
                                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                                "-o", "LogLevel=ERROR", "-o", "ExitOnForwardFailure=yes", "-N",
-                               "-L", f"127.0.0.1:{port}:127.0.0.1:22", f"root@{address(DB)}"])
+                               "-L", f"127.0.0.1:{port}:127.0.0.1:22", f"root@{address(DB)}"],
+                              # Never the test's own stdin: ssh makes it non-blocking, which later ansible runs refuse.
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         def banner() -> bytes:
             with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
