@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,10 @@ def firewall_rules(flows: Iterable[Mapping[str, Any]], groups: Mapping[str, Iter
     return rules
 
 
+# What HAProxy accepts as a proxy or server name.
+HAPROXY_NAME = re.compile(r"^[A-Za-z0-9._:-]+$")
+
+
 def drain_commands(load_balancers: Iterable[str], backend: str, server: str, drain_wait: int = 10,
                    ready_wait: int = 30, helper: str = "/usr/local/sbin/haproxy-server") -> list[dict[str, str]]:
     """Per load balancer: the shell commands that take `server` out of `backend` (waiting for its sessions to
@@ -186,8 +191,8 @@ def drain_commands(load_balancers: Iterable[str], backend: str, server: str, dra
     The helper exits 1 when the wait ran out and 3 when the load balancer does not know the server.
     """
     for name, value in (("backend", backend), ("server", server)):
-        if not value or any(c.isspace() for c in value):
-            raise ValueError(f"drain_commands: {name} must be one word, got {value!r}")
+        if not HAPROXY_NAME.match(value):  # they end up in a shell command line
+            raise ValueError(f"drain_commands: {name} must be a HAProxy name (A-Z a-z 0-9 . _ : -), got {value!r}")
     # No helper yet (the load balancer is not set up, e.g. on a first converge): nothing to drain.
     guard = f"[ -x {helper} ] || exit 0; "
     return [{"host": str(lb),

@@ -159,8 +159,7 @@ def converge(stage: int, release: str) -> dict[str, Any]:
     env = dict(os.environ, WEBSTACK_SECRETS_DIR=str(ROOT / "build" / "lab" / f"stage{stage}" / "secrets"))
     cmd = ["ansible-playbook", str(ROOT / "site.yml"), *inventory]
     fast = dict(env, **lab.mitogen_env(env))
-    plain = dict(env, **lab.mitogen_env({"WEBSTACK_MITOGEN": "0"}))
-    plain.pop("ANSIBLE_STRATEGY_PLUGINS", None)
+    plain = lab.linear_env(env)
     fresh = timed(cmd, fast)
     rerun = timed(cmd, fast)
     rerun_plain = timed(cmd, plain)

@@ -21,6 +21,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,13 @@ def known_hosts_lines(scans: dict[str, str]) -> list[str]:
     """known_hosts entries from `ssh-keyscan` output per address, comments and blanks dropped, sorted."""
     lines = {line.strip() for out in scans.values() for line in out.splitlines()}
     return sorted(line for line in lines if line and not line.startswith("#"))
+
+
+def linear_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ` running plain Ansible: its own linear strategy, no mitogen plugin path."""
+    env = {k: v for k, v in environ.items() if k != "ANSIBLE_STRATEGY_PLUGINS"}
+    env["ANSIBLE_STRATEGY"] = "linear"
+    return env
 
 
 def mitogen_env(environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -310,15 +318,13 @@ def down(stage: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["up", "down", "smoke", "create", "env"])
-    parser.add_argument("stage", type=int, choices=range(4), nargs="?", default=0)
+    parser.add_argument("action", choices=["up", "down", "smoke", "create"])
+    parser.add_argument("stage", type=int, choices=range(4))
     parser.add_argument("--release", default=os.environ.get("WEBSTACK_DEBIAN", "bookworm"),
                         choices=["bookworm", "trixie"])
     args = parser.parse_args(argv)
     if args.action in ("up", "create"):
         up(args.stage, args.release, converge=args.action == "up")
-    elif args.action == "env":  # for the Makefile: the strategy settings Molecule runs with
-        print("\n".join(f"{k}={v}" for k, v in mitogen_env().items()))
     elif args.action == "down":
         down(args.stage)
     else:

@@ -6,7 +6,7 @@
 Why not `molecule test`: the Molecule docker driver creates and destroys containers with async tasks, which
 hang under mitogen; the plays under test (converge, idempotence, the verifier's check-mode run) are what
 mitogen speeds up. So create and destroy run with Ansible's linear strategy and the rest with the
-strategy `tools/lab.py env` names (mitogen unless WEBSTACK_MITOGEN=0). `create` includes the scenario's
+strategy `lab.mitogen_env()` names (mitogen unless WEBSTACK_MITOGEN=0). `create` includes the scenario's
 prepare playbook, `destroy` its cleanup playbook. Every scenario is destroyed at the end,
 passed or failed; a failed scenario does not stop the others. Times go to build/molecule-times.json.
 """
@@ -29,11 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lab
 
 ROOT = Path(__file__).resolve().parent.parent
-# (phase, runs under the accelerated strategy). Molecule's own sequences: `create` also prepares,
-# `destroy` also runs the scenario's cleanup playbook.
-SETUP = [("destroy", False), ("create", False)]
-UNDER_TEST = [("converge", True), ("idempotence", True), ("verify", True)]
-TEARDOWN = [("destroy", False)]
+# In order, then "destroy" whatever happened. Molecule's own sequences: `create` also prepares, `destroy` also
+# runs the scenario's cleanup playbook. Only the phases that run the plays under test use the fast strategy.
+PHASES = ["destroy", "create", "converge", "idempotence", "verify"]
+ACCELERATED = {"converge", "idempotence", "verify"}
 
 
 @dataclass
@@ -91,24 +90,24 @@ def run_phase(scenario: str, phase: str, env: dict[str, str]) -> tuple[bool, flo
 
 def run_scenario(scenario: str, release: str, fast_env: dict[str, str]) -> Result:
     result = Result(scenario, release)
-    base = dict(os.environ, WEBSTACK_DEBIAN=release, ANSIBLE_STRATEGY="linear")
-    base.pop("ANSIBLE_STRATEGY_PLUGINS", None)
+    base = lab.linear_env(dict(os.environ, WEBSTACK_DEBIAN=release))
     print(f"=== molecule {scenario} on {release}", flush=True)
+
+    def run(phase: str) -> bool:
+        ok, seconds = run_phase(scenario, phase, dict(base, **fast_env) if phase in ACCELERATED else base)
+        result.phases[phase] = result.phases.get(phase, 0.0) + seconds
+        if not ok and result.failed is None:
+            result.failed = phase
+        return ok
+
     try:
-        for phase, fast in SETUP + UNDER_TEST:
+        for phase in PHASES:
             if phase == "destroy" and not leftovers(scenario):
                 continue  # nothing left from an earlier run: skip Molecule's (slow) destroy
-            ok, seconds = run_phase(scenario, phase, dict(base, **fast_env) if fast else base)
-            result.phases[phase] = result.phases.get(phase, 0.0) + seconds
-            if not ok:
-                result.failed = phase
+            if not run(phase):
                 break
     finally:
-        for phase, _ in TEARDOWN:
-            ok, seconds = run_phase(scenario, phase, base)
-            result.phases[phase] = result.phases.get(phase, 0.0) + seconds
-            if not ok and result.failed is None:
-                result.failed = phase
+        run("destroy")
     print(f"=== {scenario} on {release}: {result.total:.0f} s, {result.failed or 'passed'}", flush=True)
     return result
 

@@ -120,6 +120,12 @@ def playbook_recap(*extra: str) -> dict[str, dict[str, int]]:
     return recap
 
 
+def in_rotation(lb: str, server: str, timeout: float) -> bool:
+    """Wait (bounded) until `server` answers one of 4 requests through the load balancer again."""
+    return wait_for(lambda: server in {request(lb, "GET", "/").headers["x-served-by"] for _ in range(4)},
+                    timeout=timeout)
+
+
 def node(name: str) -> Any:
     """A testinfra host of the scenario's inventory."""
     import testinfra

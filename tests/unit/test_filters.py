@@ -89,3 +89,6 @@ def test_drain_commands_name_each_load_balancer_and_the_server() -> None:
     assert webstack.drain_commands([], "web", "web-01") == []
     with pytest.raises(ValueError, match="server"):
         webstack.drain_commands(["lb-01"], "web", "web 01; reboot")
+    for hostile in ("web-01;reboot", "$(reboot)", "web`id`", ""):
+        with pytest.raises(ValueError, match="server"):
+            webstack.drain_commands(["lb-01"], "web", hostile)

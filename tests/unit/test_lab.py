@@ -115,3 +115,8 @@ def test_converge_targets_scale_with_the_package_floor() -> None:
     assert bench.targets(13.3)["rerun_max_s"] == 7.8
     assert bench.targets(10.0) == {"fresh_max_s": 15.0, "rerun_max_s": 5.8}
     assert bench.targets(26.6) == {"fresh_max_s": 39.9, "rerun_max_s": 15.5}
+
+
+def test_linear_env_drops_the_mitogen_plugin_path() -> None:
+    env = lab.linear_env({"ANSIBLE_STRATEGY_PLUGINS": "/x", "ANSIBLE_STRATEGY": "mitogen_linear", "HOME": "/root"})
+    assert env == {"ANSIBLE_STRATEGY": "linear", "HOME": "/root"}

@@ -86,8 +86,7 @@ def test_stopping_nginx_on_one_server_costs_no_request(lb: str) -> None:
     assert failures == [], failures
     assert served[-10:] and victim not in served[-10:]
     # Back in the pool within the health-check interval (2 s x rise 2) plus slack.
-    assert probe.wait_for(lambda: victim in {probe.request(lb, "GET", "/").headers["x-served-by"]
-                                             for _ in range(4)}, timeout=15)
+    assert probe.in_rotation(lb, victim, timeout=15)
 
 
 def secrets() -> dict[str, str]:

@@ -116,11 +116,6 @@ def test_changed_app_settings_converge_without_a_failed_request(lb: str) -> None
     print(f"app settings changed and restored under load: {loop.summary()}")
 
 
-def wait_back_in_rotation(lb: str, victim: str) -> bool:
-    return probe.wait_for(lambda: victim in {probe.request(lb, "GET", "/").headers["x-served-by"]
-                                             for _ in range(4)}, timeout=30)
-
-
 @pytest.mark.parametrize("group", ["db_primary", "db_replicas"])
 def test_a_vanished_database_host_costs_no_get(lb: str, group: str) -> None:
     """The host is cut off the network (no RST, no answer), not stopped; in stage 1 it is also a web host."""
@@ -134,7 +129,7 @@ def test_a_vanished_database_host_costs_no_get(lb: str, group: str) -> None:
                 start = time.monotonic()
                 status = probe.request(lb, "POST", "/api/items", {"text": probe.unique_text("cut")}, timeout=10).status
                 post_times.append((status, time.monotonic() - start))
-        assert wait_back_in_rotation(lb, victim), f"{victim} did not come back into rotation"
+        assert probe.in_rotation(lb, victim, timeout=30), f"{victim} did not come back into rotation"
     assert loop.failed == [], loop.summary()
     print(f"{group} cut off: {loop.summary()} posts={post_times}")
     if group == "db_primary":
