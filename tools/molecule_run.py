@@ -22,8 +22,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import lab
@@ -70,18 +68,6 @@ def summary(results: list[Result]) -> str:
     return "\n".join(rows)
 
 
-def leftovers(scenario: str) -> list[str]:
-    """Containers of an earlier run of the scenario (its platforms, or anything labelled with its name)."""
-    config = yaml.safe_load((ROOT / "molecule" / scenario / "molecule.yml").read_text(encoding="utf-8")) or {}
-    names = [str(p["name"]) for p in config.get("platforms", [])]
-    filters = [["--filter", f"name=^/{n}$"] for n in names] + [["--filter", f"label=webstack.scenario={scenario}"]]
-    found: set[str] = set()
-    for flt in filters:
-        out = subprocess.run(["docker", "ps", "-aq", *flt], capture_output=True, text=True, check=False).stdout
-        found.update(out.split())
-    return sorted(found)
-
-
 def run_phase(scenario: str, phase: str, env: dict[str, str]) -> tuple[bool, float]:
     start = time.monotonic()
     code = subprocess.run(["molecule", phase, "-s", scenario], cwd=ROOT, env=env, check=False).returncode
@@ -101,9 +87,7 @@ def run_scenario(scenario: str, release: str, fast_env: dict[str, str]) -> Resul
         return ok
 
     try:
-        for phase in PHASES:
-            if phase == "destroy" and not leftovers(scenario):
-                continue  # nothing left from an earlier run: skip Molecule's (slow) destroy
+        for phase in PHASES:  # the first destroy also resets Molecule's state of an earlier, interrupted run
             if not run(phase):
                 break
     finally:

@@ -13,13 +13,14 @@ CREATE TABLE IF NOT EXISTS items (
   id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
   text VARCHAR(500) NOT NULL,
   created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-  idempotency_key VARCHAR(64) NULL,
+  idempotency_key VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NULL,
   UNIQUE KEY uq_items_idempotency_key (idempotency_key)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
 """
+# Keys compare byte for byte (ascii_bin): the server's default collation would make "abc" and "ABC" one key.
 # Expand step for tables made before Idempotency-Key support (code of both versions works with the column).
 ADD_IDEMPOTENCY_KEY = """
-ALTER TABLE items ADD COLUMN idempotency_key VARCHAR(64) NULL,
+ALTER TABLE items ADD COLUMN idempotency_key VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NULL,
   ADD UNIQUE KEY uq_items_idempotency_key (idempotency_key)
 """
 DUPLICATE_KEY = 1062
