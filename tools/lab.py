@@ -5,8 +5,9 @@
     python tools/lab.py down 0    remove the stage's containers and network
     python tools/lab.py smoke 0   only the smoke check
 
-Containers are named webstack-s<N>-<host>, sit on the network webstack-s<N> (10.250.<N>.0/24)
-and get the generated lab key in root's authorized_keys.
+Containers are named webstack-s<N>-<host> and sit on the network webstack-s<N> (10.250.<N>.0/24). Like a
+cloud image's first boot, each gets an admin account (`debian`, passwordless sudo) holding the generated lab key;
+Ansible logs in as that account and uses `become`, as on real hosts (root has no key).
 """
 
 from __future__ import annotations
@@ -30,6 +31,16 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "lab"
 PREFIX = "webstack"
 SITE_NAME = "www.foobar.com"
+# The account Ansible logs in as (Debian's cloud images call it debian); root is reached with sudo.
+ADMIN_USER = "debian"
+# What cloud-init does for the image's default user: the account, its key, passwordless sudo. Idempotent.
+ADMIN_SCRIPT = """set -eu
+id -u "$1" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash --groups sudo "$1"
+install -d -m 0700 -o "$1" -g "$1" "/home/$1/.ssh"
+install -m 0600 -o "$1" -g "$1" /etc/webstack-lab/authorized_keys "/home/$1/.ssh/authorized_keys"
+printf '%s ALL=(ALL) NOPASSWD:ALL\\n' "$1" > /etc/sudoers.d/90-cloud-init-users
+chmod 0440 /etc/sudoers.d/90-cloud-init-users
+"""
 ENTRY_ALIASES = ("www.foobar.com", "foobar.com")
 SYSTEMD_FLAGS = [
     "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN",
@@ -91,7 +102,7 @@ def run_args(host: LabHost, image: str, pubkey: Path, entry: bool) -> list[str]:
     """The docker run command line for one host."""
     args = ["docker", "run", "-d", "--name", host.container, "--hostname", host.name,
             "--network", network_name(host.stage), "--label", f"{PREFIX}.stage={host.stage}",
-            *SYSTEMD_FLAGS, "-v", f"{pubkey}:/root/.ssh/authorized_keys:ro"]
+            *SYSTEMD_FLAGS, "-v", f"{pubkey}:/etc/webstack-lab/authorized_keys:ro"]
     if "loadbalancers" in host.groups:
         args += ["--sysctl", "net.ipv4.ip_nonlocal_bind=1"]
     if entry:
@@ -126,7 +137,7 @@ def overlay_inventory(addresses: dict[str, str], key: Path, known_hosts: Path,
             "hosts": {
                 name: {
                     "ansible_host": address,
-                    "ansible_user": "root",
+                    "ansible_user": ADMIN_USER,
                     "ansible_ssh_private_key_file": str(key),
                     "ansible_ssh_common_args": f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes "
                                                "-o LogLevel=ERROR",
@@ -224,6 +235,8 @@ def up(stage: int, release: str, converge: bool) -> None:
             sh(run_args(host, image, key.with_suffix(".pub"), host == entry), capture=True)
         else:
             sh(["docker", "start", host.container], capture=True)
+    for host in hosts:
+        sh(["docker", "exec", host.container, "sh", "-c", ADMIN_SCRIPT, "admin-account", ADMIN_USER], capture=True)
     addresses = {h.name: container_address(stage, h.name) for h in hosts}
     for address in addresses.values():
         wait_for_ssh(address)

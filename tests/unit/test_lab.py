@@ -44,7 +44,7 @@ def test_run_args_boot_systemd_and_alias_the_entry() -> None:
     assert args[-1] == "img:tag"
     assert "--privileged" not in args
     assert "SIGRTMIN+3" in args and "net.ipv4.ip_nonlocal_bind=1" in args
-    assert "www.foobar.com" in args and "/k.pub:/root/.ssh/authorized_keys:ro" in args
+    assert "www.foobar.com" in args and "/k.pub:/etc/webstack-lab/authorized_keys:ro" in args
 
 
 def test_overlay_inventory_holds_only_connection_details() -> None:
