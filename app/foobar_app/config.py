@@ -22,6 +22,9 @@ class DBSettings:
     password: str
     database: str
     connect_timeout: float = 2.0
+    # Tried in order when the server refuses `password` (error 1045): set only while a rotation is under way, so
+    # the app works before and after the account's password changes (playbooks/rotate-secrets.yml).
+    fallback_passwords: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ def _db(raw: dict[str, Any], name: str) -> DBSettings:
             password=str(raw["password"]),
             database=str(raw["database"]),
             connect_timeout=float(raw.get("connect_timeout", 2.0)),
+            fallback_passwords=tuple(str(p) for p in raw.get("fallback_passwords") or ()),
         )
     except KeyError as exc:
         raise ValueError(f"config: {name}.{exc.args[0]} is missing") from exc

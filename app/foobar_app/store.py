@@ -26,6 +26,10 @@ ALTER TABLE items ADD COLUMN idempotency_key VARCHAR(64) CHARACTER SET ascii COL
 DUPLICATE_KEY = 1062
 
 
+# MySQL/MariaDB error code of a refused login.
+ACCESS_DENIED = 1045
+
+
 class StoreError(Exception):
     """The database could not be reached or refused the statement."""
 
@@ -70,23 +74,29 @@ class MySQLStore:
 
     @staticmethod
     def _connect(settings: DBSettings, timeout: float | None = None) -> Any:
+        """A connection with the first of the password and its fallbacks the server accepts."""
         import pymysql  # imported lazily so unit tests run without the driver
 
-        try:
-            return pymysql.connect(
-                host=settings.host,
-                port=settings.port,
-                user=settings.user,
-                password=settings.password,
-                database=settings.database,
-                connect_timeout=min(settings.connect_timeout, timeout or settings.connect_timeout),
-                read_timeout=timeout or 5,
-                write_timeout=timeout or 5,
-                autocommit=True,
-                charset="utf8mb4",
-            )
-        except pymysql.MySQLError as exc:
-            raise StoreError(f"cannot connect to {settings.host}:{settings.port}: {exc}") from exc
+        candidates = (settings.password, *settings.fallback_passwords)
+        for index, password in enumerate(candidates):
+            try:
+                return pymysql.connect(
+                    host=settings.host,
+                    port=settings.port,
+                    user=settings.user,
+                    password=password,
+                    database=settings.database,
+                    connect_timeout=min(settings.connect_timeout, timeout or settings.connect_timeout),
+                    read_timeout=timeout or 5,
+                    write_timeout=timeout or 5,
+                    autocommit=True,
+                    charset="utf8mb4",
+                )
+            except pymysql.MySQLError as exc:
+                if index + 1 < len(candidates) and exc.args and exc.args[0] == ACCESS_DENIED:
+                    continue
+                raise StoreError(f"cannot connect to {settings.host}:{settings.port}: {exc}") from exc
+        raise StoreError("no password to connect with")  # unreachable: candidates is never empty
 
     def _run(self, settings: DBSettings, sql: str, args: tuple[Any, ...] = (),
              timeout: float | None = None) -> list[tuple[Any, ...]]:

@@ -187,13 +187,17 @@ class Outcome:
 
 @dataclass
 class LoadLoop:
-    """A bounded request loop in a thread: `interval` apart, at most `limit` requests, stops when told to."""
+    """A bounded request loop in a thread: `interval` apart, at most `limit` requests, stops when told to.
+
+    With `write_every` = n, every n-th request is a POST of a new item (the write path to the primary).
+    """
 
     address: str
     path: str = "/api/items"
     interval: float = 0.1
     timeout: float = 15.0
     limit: int = 600
+    write_every: int = 0
     outcomes: list[Outcome] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -203,8 +207,13 @@ class LoadLoop:
     def _run(self) -> None:
         while not self._stop.is_set() and len(self.outcomes) < self.limit:
             start = time.monotonic()
+            write = self.write_every > 0 and len(self.outcomes) % self.write_every == self.write_every - 1
             try:
-                status: int | None = request(self.address, "GET", self.path, timeout=self.timeout).status
+                if write:
+                    status: int | None = request(self.address, "POST", "/api/items", {"text": unique_text("load")},
+                                                 timeout=self.timeout).status
+                else:
+                    status = request(self.address, "GET", self.path, timeout=self.timeout).status
                 error = ""
             except OSError as exc:
                 status, error = None, repr(exc)

@@ -184,3 +184,42 @@ def test_release_marker(tmp_path: Any) -> None:
     assert read_release(tmp_path) == "dev"
     (tmp_path / "RELEASE").write_text("r-abc\n")
     assert read_release(tmp_path) == "r-abc"
+
+
+class FakeDriver:
+    """Stands in for pymysql: accepts one password, refuses others with 1045 (or fails with another code)."""
+
+    class MySQLError(Exception):
+        pass
+
+    def __init__(self, accepted: str, code: int = 1045) -> None:
+        self.accepted, self.code, self.tried = accepted, code, []
+
+    def connect(self, **kwargs: Any) -> str:
+        self.tried.append(kwargs["password"])
+        if kwargs["password"] != self.accepted:
+            raise self.MySQLError(self.code, "Access denied")
+        return "connection"
+
+
+@pytest.mark.parametrize(("accepted", "tried"), [("new", ["new"]), ("old", ["new", "old"])])
+def test_a_refused_password_falls_back_during_a_rotation(monkeypatch: pytest.MonkeyPatch, accepted: str,
+                                                          tried: list[str]) -> None:
+    from foobar_app.store import MySQLStore
+
+    driver = FakeDriver(accepted)
+    monkeypatch.setitem(__import__("sys").modules, "pymysql", driver)
+    settings = parse_settings({"write_db": {"host": "db", "user": "u", "password": "new", "database": "d",
+                                            "fallback_passwords": ["old"]}}).write_db
+    assert MySQLStore._connect(settings) == "connection"
+    assert driver.tried == tried
+
+
+def test_only_a_refused_login_tries_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    from foobar_app.store import MySQLStore
+
+    driver = FakeDriver("old", code=2003)  # server unreachable: no point in another password
+    monkeypatch.setitem(__import__("sys").modules, "pymysql", driver)
+    with pytest.raises(StoreError, match="cannot connect"):
+        MySQLStore._connect(DBSettings("db", 3306, "u", "new", "d", fallback_passwords=("old",)))
+    assert driver.tried == ["new"]
