@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -93,17 +94,18 @@ def parse_recap(stdout: str) -> dict[str, dict[str, int]]:
     return recap
 
 
-def run_playbook(playbook: Path, inventory: str, *extra: str) -> tuple[subprocess.CompletedProcess[str],
-                                                                        dict[str, dict[str, int]]]:
-    """Run a playbook with the repository's roles and filters; return the result and its recap."""
-    env = dict(os.environ,
-               ANSIBLE_ROLES_PATH=str(ROOT / "roles"),
-               ANSIBLE_FILTER_PLUGINS=str(ROOT / "filter_plugins"),
-               ANSIBLE_PIPELINING="true",
-               ANSIBLE_NOCOLOR="1",
-               ANSIBLE_FORCE_COLOR="0")
+def run_playbook(playbook: Path, inventory: str, *extra: str, env: dict[str, str] | None = None
+                 ) -> tuple[subprocess.CompletedProcess[str], dict[str, dict[str, int]]]:
+    """Run a playbook with the repository's roles and filters (`env` on top); return the result and its recap."""
+    environ = dict(os.environ,
+                   ANSIBLE_ROLES_PATH=str(ROOT / "roles"),
+                   ANSIBLE_FILTER_PLUGINS=str(ROOT / "filter_plugins"),
+                   ANSIBLE_PIPELINING="true",
+                   ANSIBLE_NOCOLOR="1",
+                   ANSIBLE_FORCE_COLOR="0",
+                   **(env or {}))
     result = subprocess.run(["ansible-playbook", "-i", inventory, str(playbook), *extra],
-                            env=env, capture_output=True, text=True, timeout=900, check=False)
+                            env=environ, capture_output=True, text=True, timeout=900, check=False)
     recap = parse_recap(result.stdout)
     assert recap, result.stdout[-3000:] + result.stderr[-2000:]
     return result, recap
@@ -161,13 +163,15 @@ with cf.ThreadPoolExecutor(64) as pool:
 """
 
 
-def scan(container: str, targets: list[tuple[str, int]], timeout: float = 2.0) -> dict[str, str]:
-    """TCP connect from inside `container` to each (address, port), in parallel (bounded by `timeout`).
+def scan(container: str | None, targets: list[tuple[str, int]], timeout: float = 2.0) -> dict[str, str]:
+    """TCP connect from inside `container` (None: from the controller, an outsider to every group) to each
+    (address, port), in parallel (bounded by `timeout`).
 
     open = handshake done, refused = RST (closed but not filtered), filtered = no answer within timeout.
     """
-    out = subprocess.run(["docker", "exec", container, "python3", "-c", SCAN_SCRIPT, json.dumps(targets),
-                          str(timeout)], check=True, capture_output=True, text=True, timeout=60).stdout
+    where = ["docker", "exec", container, "python3"] if container else [sys.executable]
+    out = subprocess.run([*where, "-c", SCAN_SCRIPT, json.dumps(targets), str(timeout)],
+                         check=True, capture_output=True, text=True, timeout=60).stdout
     return dict(json.loads(out))
 
 

@@ -44,7 +44,8 @@ print(r, round(time.monotonic() - t, 3))
 
 @functools.cache
 def node(name: str) -> Any:
-    return RUNNER.get_host(name)
+    """The host as the verifier sees it: logged in as the admin account, commands through sudo."""
+    return RUNNER.get_host(name, sudo=True)
 
 
 def address(name: str) -> str:
@@ -84,7 +85,7 @@ def ssh(target: str, *options: str, command: str = "hostname") -> subprocess.Com
     key = RUNNER.get_variables(target)["ansible_ssh_private_key_file"]
     return subprocess.run(["ssh", "-i", key, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=5",
                            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                           *options, f"root@{address(target)}", command],
+                           *options, f"debian@{address(target)}", command],
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, check=False)
 
 
@@ -154,7 +155,7 @@ def test_effective_sshd_config_is_hardened(name: str) -> None:
     assert node(name).file("/etc/ssh/sshd_config.d/50-cloud-init.conf").contains("PasswordAuthentication yes")
     effective = set(node(name).check_output("sshd -T").splitlines())
     assert {"passwordauthentication no", "kbdinteractiveauthentication no", "permitrootlogin without-password",
-            "allowusers root", "authenticationmethods publickey", "x11forwarding no",
+            "allowusers debian", "authenticationmethods publickey", "x11forwarding no",
             "allowtcpforwarding local"} <= effective
 
 
@@ -167,7 +168,7 @@ def test_an_admin_can_open_a_local_tunnel_but_no_remote_one() -> None:
     tunnel = subprocess.Popen(["ssh", "-i", key, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
                                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                                "-o", "LogLevel=ERROR", "-o", "ExitOnForwardFailure=yes", "-N",
-                               "-L", f"127.0.0.1:{port}:127.0.0.1:22", f"root@{address(DB)}"],
+                               "-L", f"127.0.0.1:{port}:127.0.0.1:22", f"debian@{address(DB)}"],
                               # Never the test's own stdin: ssh makes it non-blocking, which later ansible runs refuse.
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -210,7 +211,7 @@ def test_stale_rules_are_removed_and_the_next_run_changes_nothing(host: Any) -> 
 
 @pytest.mark.parametrize(("extra", "message"), [
     ({"ufw_ssh_sources": ["192.0.2.0/24"]}, "would not allow that connection"),
-    ({"sshd_allow_users": ["deploy"]}, "Add root to sshd_allow_users"),
+    ({"sshd_allow_users": ["deploy"]}, "Add debian to sshd_allow_users"),
 ])
 def test_refuses_to_lock_out_the_controller(host: Any, extra: dict[str, Any], message: str) -> None:
     before = host.check_output("ufw show added")
