@@ -66,6 +66,28 @@ def request(address: str, method: str, path: str, body: Any = None, port: int = 
         conn.close()
 
 
+FETCH_SCRIPT = r"""
+import json, sys, urllib.error, urllib.request
+request = urllib.request.Request(sys.argv[1], headers={"Host": sys.argv[2]})
+try:
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        print(json.dumps([reply.status, reply.read().decode("utf-8", "replace")]))
+except urllib.error.HTTPError as error:
+    print(json.dumps([error.code, error.read().decode("utf-8", "replace")]))
+"""
+
+
+def get_from(container: str, address: str, path: str, port: int = 80) -> Reply:
+    """GET sent from inside `container` (where the firewall lets only some hosts reach a port)."""
+    out = subprocess.run(["docker", "exec", container, "python3", "-c", FETCH_SCRIPT,
+                          f"http://{address}:{port}{path}", SITE],
+                         check=False, capture_output=True, text=True, timeout=30)
+    if out.returncode != 0:
+        raise OSError(f"GET {address}:{port}{path} from {container}: {out.stderr.strip()[-300:]}")
+    status, body = json.loads(out.stdout)
+    return Reply(int(status), {}, str(body).encode("utf-8"))
+
+
 def unique_text(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 

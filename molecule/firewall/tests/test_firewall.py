@@ -45,7 +45,9 @@ print(r, round(time.monotonic() - t, 3))
 @functools.cache
 def node(name: str) -> Any:
     """The host as the verifier sees it: logged in as the admin account, commands through sudo."""
-    return RUNNER.get_host(name, sudo=True)
+    import testinfra
+
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}&sudo=true")
 
 
 def address(name: str) -> str:

@@ -41,10 +41,10 @@ def test_round_robin_reaches_both_web_servers(lb: str) -> None:
 def test_write_through_lb_is_read_on_both_servers(lb: str) -> None:
     text = probe.unique_text("stage1")
     assert probe.request(lb, "POST", "/api/items", {"text": text}).status == 201
-    for web in WEB:
+    for web in WEB:  # asked directly, from the LB: ufw lets only the load balancers reach port 80
         address = probe.container_address(web)
         assert probe.wait_for(
-            lambda a=address: text in [i["text"] for i in probe.request(a, "GET", "/api/items").json()["items"]],
+            lambda a=address: text in [i["text"] for i in probe.get_from(LB, a, "/api/items").json()["items"]],
             timeout=10), f"{web} does not show {text}"
 
 

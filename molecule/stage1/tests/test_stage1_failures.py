@@ -60,7 +60,7 @@ def failing_after_commit(hosts: list[str]) -> Iterator[None]:
         # A reload hands over to new workers asynchronously: wait until every host serves the role's config.
         for host in hosts:
             address = probe.container_address(host)
-            assert probe.wait_for(lambda a=address: probe.request(a, "GET", "/api/items").status == 200, timeout=10)
+            assert probe.wait_for(lambda a=address: probe.get_from(LB, a, "/api/items").status == 200, timeout=10)
 
 
 def test_a_post_applied_before_a_failure_is_not_replayed(lb: str) -> None:

@@ -44,8 +44,8 @@ def test_an_outsider_reaches_only_ssh_and_the_site() -> None:
             assert result[f"{addresses[host]}:{port}"] == expected, (host, port)
 
 
-@pytest.mark.parametrize("partial", [["--tags", "firewall"], ["--tags", "haproxy"], ["--limit", "web-02"]],
-                         ids=["tags-firewall", "tags-haproxy", "limit-web-02"])
+@pytest.mark.parametrize("partial", [["--tags", "firewall"], ["--tags", "haproxy"], ["--limit", REPLICA]],
+                         ids=["tags-firewall", "tags-haproxy", "limit-one-web-host"])
 def test_a_partial_run_computes_what_a_full_run_does(partial: list[str]) -> None:
     """Facts of every host are gathered under any tag or limit, so nothing (firewall rules, backends) differs."""
     recap = probe.playbook_recap(*partial)
