@@ -55,7 +55,7 @@ lint: venv
 	yamllint --strict .
 	ansible-lint --profile production
 	ruff check app filter_plugins roles/*/filter_plugins tools tests molecule
-	mypy --strict --ignore-missing-imports app/foobar_app filter_plugins roles/ufw/filter_plugins tools
+	mypy --strict --ignore-missing-imports app/foobar_app filter_plugins roles/ufw/filter_plugins roles/keepalived/filter_plugins tools
 
 syntax: venv
 	@for pb in site.yml playbooks/*.yml; do \

@@ -1,10 +1,11 @@
 """keepalived pair: one VIP in front of two HAProxy hosts.
 
-From the controller, under a bounded request loop (at most 100 GETs, 0.1 s apart, 1 s timeout each): the VIP
+From the controller, under a bounded request loop (100 GETs per case, 0.1 s apart, 1 s timeout each): the VIP
 moves off lb-01 when its HAProxy is stopped, killed for good or the whole host freezes (docker pause), and
 comes back to lb-01 once it recovers (preemption, keepalived_nopreempt false). Every failure made here is
 undone in a finally block; each case starts and ends with lb-01 the only holder. The measured numbers are
-printed (molecule's verifier runs pytest with -s).
+printed (molecule's verifier runs pytest with -s). Then the role again: check mode, a reload under load (at
+most 400 GETs), bad input.
 """
 
 from __future__ import annotations
@@ -27,14 +28,17 @@ ADDRESSES = {LB1: "10.251.50.11", LB2: "10.251.50.12"}
 VIP = "10.251.50.100"
 STATE_FILE = "/run/keepalived/state"
 CONVERGE = Path(__file__).resolve().parents[1] / "converge.yml"
-# Bounds, not expectations: a failover is advert_int x 3 + skew (~3.4 s) at most, a tracked HAProxy
-# failure adds fall x interval (2 s); the loop measures what clients really saw.
+# Bounds, not expectations: a frozen holder is replaced after advert_int x 3 + skew (~3.4 s), a dead HAProxy
+# after fall x interval (~2 s); taking the VIP back adds rise x interval to the advert timeout (~5.5 s).
+# The loops measure what clients really saw.
+FAILOVER_BOUND = 6.0
 MOVE_TIMEOUT = 12.0
 LOOP = {"path": "/", "interval": 0.1, "timeout": 1.0, "limit": 100}
 # A drop-in that keeps a killed HAProxy dead (the packaged unit restarts it: Restart=always).
 NO_RESTART = "/run/systemd/system/haproxy.service.d/zz-test-no-restart.conf"
 
-testinfra_hosts = list(LBS)
+# The docker backend: each check is one docker exec (the ansible backend costs seconds per command).
+testinfra_hosts = [f"docker://{name}" for name in LBS]
 
 
 def sh(container: str, command: str, *, check: bool = True, timeout: float = 20) -> str:
@@ -106,11 +110,12 @@ def failover_and_back(case: str, break_lb1: Callable[[], None], repair_lb1: Call
             finish(loop)
         out = report(f"{case}: failover to lb-02", loop, moved)
         assert moved is not None, f"{case}: the VIP did not leave lb-01 within {MOVE_TIMEOUT} s: {holders()}"
-        assert state(LB2) == "MASTER"
+        assert moved < FAILOVER_BOUND and loop.max_gap < FAILOVER_BOUND, loop.summary()
+        # The notify script runs right after the transition: give it a moment to write the file.
+        assert probe.wait_for(lambda: state(LB2) == "MASTER", timeout=5, interval=0.1), state(LB2)
         if lb1_state_while_broken:
-            assert state(LB1) == lb1_state_while_broken
+            assert probe.wait_for(lambda: state(LB1) == lb1_state_while_broken, timeout=5, interval=0.1), state(LB1)
         assert served_by() == LB2
-        assert loop.max_gap < MOVE_TIMEOUT
         with probe.LoadLoop(VIP, **LOOP) as back_loop:
             time.sleep(1.0)
             repaired = True
@@ -280,9 +285,11 @@ def test_a_changed_setting_reloads_and_the_holder_keeps_the_vip() -> None:
 ])
 def test_bad_input_fails_before_any_change(extra: dict[str, Any], words: list[str]) -> None:
     result, recap = run_converge("-e", json.dumps(extra))
+    # Molecule's ansible.cfg sets display_failed_stderr: the failure is on stderr there.
+    out = result.stdout + result.stderr
     assert result.returncode != 0
     for word in words:
-        assert word in result.stdout, result.stdout[-3000:]
-    assert "nine-char" not in result.stdout  # the password is never printed
+        assert word in out, out[-3000:]
+    assert "nine-char" not in out  # the password is never printed
     assert all(counts["changed"] == 0 and counts["failed"] == 1 for counts in recap.values()), recap
     assert holders() == [LB1]

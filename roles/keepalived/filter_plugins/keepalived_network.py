@@ -96,9 +96,9 @@ def keepalived_input_errors(settings: Mapping[str, Any]) -> list[str]:
             errors.append(f"keepalived_unicast_peers: {peer!r} is not an IPv4 address")
     if len(set(peer_list)) != len(peer_list):
         errors.append(f"keepalived_unicast_peers {peer_list} lists an address twice")
-    if str(src_ip) in peer_list:
+    if _ipv4(src_ip) is not None and str(src_ip) in peer_list:
         errors.append(f"keepalived_unicast_peers {peer_list} holds this host's own keepalived_unicast_src_ip {src_ip}")
-    if str(vip) in [*peer_list, str(src_ip)]:
+    if _ipv4(vip) is not None and str(vip) in [*peer_list, str(src_ip)]:
         errors.append(f"keepalived_vip {vip} is also a member's own address")
     return errors
 
