@@ -107,7 +107,9 @@ def role_values(roles: Iterable[str], roles_dir: str, host_vars: Mapping[str, An
     return values
 
 
-FIREWALL_PROTOS = ("tcp", "udp")
+FIREWALL_PROTOS = ("tcp", "udp", "vrrp")
+# Protocols without ports (VRRP is IP protocol 112): their flows and rules carry no port.
+PORTLESS_PROTOS = ("vrrp",)
 
 
 def _source_sort_key(source: str) -> tuple[int, int, int, int]:
@@ -117,8 +119,13 @@ def _source_sort_key(source: str) -> tuple[int, int, int, int]:
     return (1, network.version, int(network.network_address), network.prefixlen)
 
 
-def _flow_port(flow: Mapping[str, Any]) -> int:
+def _flow_port(flow: Mapping[str, Any], proto: str) -> int | None:
+    """The flow's port: 1-65535 for tcp/udp, none for a portless protocol (vrrp)."""
     port = flow.get("port")
+    if proto in PORTLESS_PROTOS:
+        if port not in (None, ""):
+            raise ValueError(f"firewall_rules: flow {dict(flow)} is {proto}, which has no ports")
+        return None
     try:
         number = int(str(port))
     except ValueError:
@@ -131,18 +138,19 @@ def _flow_port(flow: Mapping[str, Any]) -> int:
 def firewall_rules(flows: Iterable[Mapping[str, Any]], groups: Mapping[str, Iterable[str]],
                    hostvars: Mapping[str, Any], address_var: str = "webstack_address",
                    self_host: str | None = None) -> list[dict[str, Any]]:
-    """Concrete ufw rules ({port, proto, from, comment}) from declared flows ({port, proto, from_group}).
+    """Concrete ufw rules ({port, proto, from, comment}) from declared flows ({port, proto, from_group}); a flow of a
+    portless protocol (vrrp) has no port and gives rules without one.
 
     `from_group: any` allows every source; a group allows the `address_var` of each of its hosts except
     `self_host` (its own traffic arrives on the loopback interface, which ufw always accepts). One rule per
     (port, proto, source), sorted; the comment names the groups and hosts the rule came from.
     """
-    found: dict[tuple[int, str, str], tuple[set[str], set[str]]] = {}
+    found: dict[tuple[int | None, str, str], tuple[set[str], set[str]]] = {}
     for flow in flows:
-        port = _flow_port(flow)
         proto = str(flow.get("proto", "tcp"))
         if proto not in FIREWALL_PROTOS:
             raise ValueError(f"firewall_rules: flow {dict(flow)} has proto {proto!r}, expected one of {FIREWALL_PROTOS}")
+        port = _flow_port(flow, proto)
         group = flow.get("from_group")
         if not group:
             raise ValueError(f"firewall_rules: flow {dict(flow)} has no from_group")
@@ -173,9 +181,12 @@ def firewall_rules(flows: Iterable[Mapping[str, Any]], groups: Mapping[str, Iter
                 hosts.add(host)
     rules = []
     for (port, proto, source), (names, hosts) in sorted(
-            found.items(), key=lambda item: (item[0][0], item[0][1], _source_sort_key(item[0][2]))):
+            found.items(), key=lambda item: (item[0][0] or 0, item[0][1], _source_sort_key(item[0][2]))):
         comment = "webstack " + ",".join(sorted(names)) + (" " + ",".join(sorted(hosts)) if hosts else "")
-        rules.append({"port": port, "proto": proto, "from": source, "comment": comment})
+        rule: dict[str, Any] = {"proto": proto, "from": source, "comment": comment}
+        if port is not None:
+            rule["port"] = port
+        rules.append(rule)
     return rules
 
 

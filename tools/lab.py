@@ -78,6 +78,19 @@ def subnet(stage: int) -> str:
     return f"10.250.{stage}.0/24"
 
 
+def container_range(stage: int) -> str:
+    """The part of the subnet docker hands out (.0-.63): a virtual IP above it is never given to a container."""
+    return f"10.250.{stage}.0/26"
+
+
+def inventory_vip(document: dict[str, Any]) -> str:
+    """The stage's virtual IP (webstack_vip) from `ansible-inventory --list` output, "" when it has none."""
+    for variables in (document.get("_meta", {}).get("hostvars") or {}).values():
+        if variables.get("webstack_vip"):
+            return str(variables["webstack_vip"])
+    return ""
+
+
 def parse_inventory(document: dict[str, Any], stage: int) -> list[LabHost]:
     """Hosts and their groups from `ansible-inventory --list` output, in inventory order."""
     membership: dict[str, list[str]] = {}
@@ -179,12 +192,21 @@ def exists(kind: str, name: str) -> bool:
     return sh(["docker", kind, "inspect", name], check=False, capture=True).returncode == 0
 
 
-def load_hosts(stage: int) -> list[LabHost]:
+def inventory_document(stage: int) -> dict[str, Any]:
     inventory = ROOT / "inventories" / f"stage{stage}"
     if not inventory.is_dir():
         raise SystemExit(f"lab: no inventory {inventory}")
-    out = sh(["ansible-inventory", "-i", str(inventory), "--list"], capture=True).stdout
-    return parse_inventory(json.loads(out), stage)
+    return dict(json.loads(sh(["ansible-inventory", "-i", str(inventory), "--list"], capture=True).stdout))
+
+
+def load_hosts(stage: int) -> list[LabHost]:
+    return parse_inventory(inventory_document(stage), stage)
+
+
+def entry_address(stage: int) -> str:
+    """Where the lab resolves www.foobar.com: the stage's virtual IP, else the entry host's container."""
+    document = inventory_document(stage)
+    return inventory_vip(document) or container_address(stage, entry_host(parse_inventory(document, stage)).name)
 
 
 def ensure_key() -> Path:
@@ -225,14 +247,17 @@ def up(stage: int, release: str, converge: bool) -> None:
     sh([str(ROOT / "tools" / "ensure-docker.sh")])
     image = sh([str(ROOT / "tools" / "build-image.sh"), release], capture=True).stdout.strip().splitlines()[-1]
     key = ensure_key()
-    hosts = load_hosts(stage)
+    document = inventory_document(stage)
+    hosts = parse_inventory(document, stage)
     entry = entry_host(hosts)
+    # With a virtual IP, the site's name resolves to it (for pebble too), not to one container.
+    vip = inventory_vip(document)
     if not exists("network", network_name(stage)):
-        sh(["docker", "network", "create", "--subnet", subnet(stage), "--label", f"{PREFIX}.stage={stage}",
-            network_name(stage)], capture=True)
+        sh(["docker", "network", "create", "--subnet", subnet(stage), "--ip-range", container_range(stage),
+            "--label", f"{PREFIX}.stage={stage}", network_name(stage)], capture=True)
     for host in hosts:
         if not exists("container", host.container):
-            sh(run_args(host, image, key.with_suffix(".pub"), host == entry), capture=True)
+            sh(run_args(host, image, key.with_suffix(".pub"), host == entry and not vip), capture=True)
         else:
             sh(["docker", "start", host.container], capture=True)
     for host in hosts:
@@ -253,7 +278,8 @@ def up(stage: int, release: str, converge: bool) -> None:
     if stage >= 2:
         pebble_vars = {"pebble_container": container_name(stage, "pebble"), "pebble_network": network_name(stage),
                        "pebble_image": image, "pebble_labels": {f"{PREFIX}.stage": str(stage)},
-                       "pebble_ca_out": str(BUILD / f"stage{stage}" / "pebble-listener-ca.pem")}
+                       "pebble_ca_out": str(BUILD / f"stage{stage}" / "pebble-listener-ca.pem"),
+                       "pebble_etc_hosts": {name: vip for name in ENTRY_ALIASES} if vip else {}}
         cmd = ["ansible-playbook", str(ROOT / "tools" / "pebble.yml"), *inventory, "-e", json.dumps(pebble_vars)]
         if subprocess.run(cmd, cwd=ROOT, env=env, check=False).returncode != 0:
             raise SystemExit("lab: the lab's ACME CA (pebble) did not start")
@@ -261,7 +287,7 @@ def up(stage: int, release: str, converge: bool) -> None:
         cmd = ["ansible-playbook", str(ROOT / "site.yml"), *inventory]
         if subprocess.run(cmd, cwd=ROOT, env=env, check=False).returncode != 0:
             raise SystemExit("lab: converge failed")
-        smoke(stage, addresses[entry.name])
+        smoke(stage, vip or addresses[entry.name])
 
 
 def pebble_root(stage: int) -> Path:
@@ -300,7 +326,7 @@ def fetch(address: str, path: str, port: int = 80,
 
 def smoke(stage: int, address: str | None = None) -> None:
     if address is None:
-        address = container_address(stage, entry_host(load_hosts(stage)).name)
+        address = entry_address(stage)
     if stage >= 2:
         root = pebble_root(stage)
         status, headers, body = fetch(address, "/", port=443, cafile=root)

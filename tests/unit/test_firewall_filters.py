@@ -285,3 +285,38 @@ def test_bad_input_fails_before_any_change(role: str, extra: dict[str, Any], mes
     assert result.returncode != 0, out
     assert message in out, out
     assert "changed=0" in out and "failed=1" in out, out
+
+
+# --- VRRP: a portless protocol (keepalived's flow between the load balancers) --------------------------------
+
+VRRP_GROUPS = {"all": ["lb-01", "lb-02"], "loadbalancers": ["lb-01", "lb-02"]}
+VRRP_HOSTVARS = {"lb-01": {"webstack_address": "10.0.0.10"}, "lb-02": {"webstack_address": "10.0.0.20"}}
+
+
+def test_a_vrrp_flow_gives_a_rule_without_a_port_from_each_peer() -> None:
+    rules = webstack.firewall_rules([{"proto": "vrrp", "from_group": "loadbalancers"},
+                                     {"port": 80, "proto": "tcp", "from_group": "any"}],
+                                    VRRP_GROUPS, VRRP_HOSTVARS, self_host="lb-01")
+    assert rules == [{"proto": "vrrp", "from": "10.0.0.20", "comment": "webstack loadbalancers lb-02"},
+                     {"port": 80, "proto": "tcp", "from": "any", "comment": "webstack any"}]
+
+
+def test_a_vrrp_flow_with_a_port_fails_naming_it() -> None:
+    with pytest.raises(ValueError, match="vrrp, which has no ports"):
+        webstack.firewall_rules([{"port": 112, "proto": "vrrp", "from_group": "loadbalancers"}],
+                                VRRP_GROUPS, VRRP_HOSTVARS)
+
+
+def test_ufw_holds_vrrp_rules_with_the_port_any() -> None:
+    """ufw 0.36.2 wrote this for `ufw allow proto vrrp from 10.0.0.20 comment ...` (keepalived molecule scenario)."""
+    wanted = ufw.ufw_wanted_rules([{"proto": "vrrp", "from": "10.0.0.20", "comment": "webstack loadbalancers lb-02"}],
+                                  22, ["any"])
+    assert wanted[-1] == {"proto": "vrrp", "from": "10.0.0.20", "comment": "webstack loadbalancers lb-02"}
+    held = ("### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in comment=" + b"ssh admin".hex() + "\n"
+            "### tuple ### allow tcp 22 ::/0 any ::/0 in comment=" + b"ssh admin".hex() + "\n"
+            "### tuple ### allow vrrp any 0.0.0.0/0 any 10.0.0.20 in comment=" + b"webstack loadbalancers lb-02".hex())
+    assert ufw.ufw_missing_rules(held, wanted) == []
+    assert ufw.ufw_stale_rules(held, wanted) == []
+    assert ufw.ufw_missing_rules(held.rsplit("\n", 1)[0], wanted) == [wanted[-1]]
+    assert ufw.ufw_rule_errors(wanted[1:], ["any"], 22) == []
+    assert "has no ports" in ufw.ufw_rule_errors([{"proto": "vrrp", "port": 112, "from": "any"}], ["any"], 22)[0]

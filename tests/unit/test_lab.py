@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import lab
@@ -120,3 +121,12 @@ def test_converge_targets_scale_with_the_package_floor() -> None:
 def test_linear_env_drops_the_mitogen_plugin_path() -> None:
     env = lab.linear_env({"ANSIBLE_STRATEGY_PLUGINS": "/x", "ANSIBLE_STRATEGY": "mitogen_linear", "HOME": "/root"})
     assert env == {"ANSIBLE_STRATEGY": "linear", "HOME": "/root"}
+
+
+def test_the_virtual_ip_comes_from_the_inventory_and_stays_out_of_dockers_range() -> None:
+    document = {"_meta": {"hostvars": {"lb-01": {"webstack_stage": 3, "webstack_vip": "10.250.3.100"},
+                                       "lb-02": {"webstack_vip": "10.250.3.100"}}}}
+    assert lab.inventory_vip(document) == "10.250.3.100"
+    assert lab.inventory_vip({"_meta": {"hostvars": {"web-01": {"webstack_stage": 0}}}}) == ""
+    assert ipaddress.ip_address("10.250.3.100") not in ipaddress.ip_network(lab.container_range(3))
+    assert ipaddress.ip_network(lab.container_range(3)).subnet_of(ipaddress.ip_network(lab.subnet(3)))

@@ -18,7 +18,9 @@ from typing import Any
 
 ANY_V4 = "0.0.0.0/0"
 ANY_V6 = "::/0"
-PROTOS = ("tcp", "udp")
+PROTOS = ("tcp", "udp", "vrrp")
+# Protocols without ports (ufw writes `any` for the port of their rules).
+PORTLESS = ("vrrp",)
 
 
 def _normalise(source: str) -> str:
@@ -45,7 +47,10 @@ def ufw_rule_errors(rules: Iterable[Mapping[str, Any]], ssh_sources: Iterable[st
         errors.append(f"ufw_ssh_port: {ssh_port} is not a port (1-65535)")
     for index, rule in enumerate(rules):
         port = rule.get("port")
-        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        if rule.get("proto") in PORTLESS:
+            if port is not None:
+                errors.append(f"ufw_rules[{index}]: proto {rule.get('proto')} has no ports (got port {port!r})")
+        elif isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             errors.append(f"ufw_rules[{index}]: port {port!r} is not a port (1-65535)")
         if rule.get("proto") not in PROTOS:
             errors.append(f"ufw_rules[{index}]: proto {rule.get('proto')!r} is not one of {PROTOS}")
@@ -74,16 +79,21 @@ def ufw_sources_cover(sources: Iterable[str], address: str) -> bool:
 
 def ufw_wanted_rules(rules: Iterable[Mapping[str, Any]], ssh_port: int,
                      ssh_sources: Iterable[str]) -> list[dict[str, Any]]:
-    """SSH from every admin source first, then the declared rules; each {port, proto, from, comment}."""
-    wanted = [{"port": int(ssh_port), "proto": "tcp", "from": str(source), "comment": "ssh admin"}
+    """SSH from every admin source first, then the declared rules; each {port, proto, from, comment} (no port for
+    a portless protocol)."""
+    wanted: list[dict[str, Any]] = [{"port": int(ssh_port), "proto": "tcp", "from": str(source), "comment": "ssh admin"}
               for source in ssh_sources]
-    wanted += [{"port": int(rule["port"]), "proto": str(rule["proto"]), "from": str(rule["from"]),
-                "comment": str(rule.get("comment") or "")} for rule in rules]
+    for rule in rules:
+        entry: dict[str, Any] = {"proto": str(rule["proto"]), "from": str(rule["from"]),
+                                 "comment": str(rule.get("comment") or "")}
+        if rule.get("port") is not None:
+            entry["port"] = int(rule["port"])
+        wanted.append(entry)
     return wanted
 
 
 def _tuple_keys(rule: Mapping[str, Any]) -> list[tuple[str, ...]]:
-    port, proto, source = str(rule["port"]), str(rule["proto"]), str(rule["from"])
+    port, proto, source = str(rule.get("port", "any")), str(rule["proto"]), str(rule["from"])
     if source == "any":
         return [("allow", proto, port, ANY_V4, "any", ANY_V4, "in"),
                 ("allow", proto, port, ANY_V6, "any", ANY_V6, "in")]
