@@ -7,6 +7,8 @@ import itertools
 import json
 import os
 import re
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -51,8 +53,16 @@ def container_address(container: str) -> str:
 
 
 def request(address: str, method: str, path: str, body: Any = None, port: int = 80,
-            timeout: float = 5.0, headers: dict[str, str] | None = None) -> Reply:
-    conn = http.client.HTTPConnection(address, port, timeout=timeout)
+            timeout: float = 5.0, headers: dict[str, str] | None = None, cafile: str | None = None) -> Reply:
+    """One HTTP request to `address`; with `cafile`, HTTPS on port 443 verified for the site's name."""
+    conn: http.client.HTTPConnection
+    if cafile:
+        context = ssl.create_default_context(cafile=cafile)
+        conn = http.client.HTTPSConnection(address, 443 if port == 80 else port, timeout=timeout, context=context)
+        conn.sock = context.wrap_socket(socket.create_connection((address, conn.port), timeout=timeout),
+                                        server_hostname=SITE)
+    else:
+        conn = http.client.HTTPConnection(address, port, timeout=timeout)
     payload = None
     all_headers = {"Host": SITE, **(headers or {})}
     if body is not None:
@@ -215,7 +225,8 @@ class Outcome:
 class LoadLoop:
     """A bounded request loop in a thread: `interval` apart, at most `limit` requests, stops when told to.
 
-    With `write_every` = n, every n-th request is a POST of a new item (the write path to the primary).
+    With `write_every` = n, every n-th request is a POST of a new item (the write path to the primary); with
+    `cafile`, requests go over HTTPS, verified against it.
     """
 
     address: str
@@ -224,6 +235,7 @@ class LoadLoop:
     timeout: float = 15.0
     limit: int = 600
     write_every: int = 0
+    cafile: str | None = None
     outcomes: list[Outcome] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -237,9 +249,9 @@ class LoadLoop:
             try:
                 if write:
                     status: int | None = request(self.address, "POST", "/api/items", {"text": unique_text("load")},
-                                                 timeout=self.timeout).status
+                                                 timeout=self.timeout, cafile=self.cafile).status
                 else:
-                    status = request(self.address, "GET", self.path, timeout=self.timeout).status
+                    status = request(self.address, "GET", self.path, timeout=self.timeout, cafile=self.cafile).status
                 error = ""
             except OSError as exc:
                 status, error = None, repr(exc)

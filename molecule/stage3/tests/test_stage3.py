@@ -1,0 +1,161 @@
+"""Stage 3 promises, seen from outside: HTTPS through the VIP reaches every tier; losing a load balancer moves the VIP,
+losing a web or an app host costs no request. Every loop is bounded; every failure is undone in `finally`."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import testinfra.utils.ansible_runner
+import webstack_probe as probe
+
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
+LBS = RUNNER.get_hosts("loadbalancers")
+WEB = RUNNER.get_hosts("webservers")
+APP = RUNNER.get_hosts("appservers")
+REPLICA = RUNNER.get_hosts("db_replicas")[0]
+VIP = "10.251.3.100"
+EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+RESULTS = probe.ROOT / "build" / "stage3-failover.json"
+
+testinfra_hosts = [LBS[0]]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Pebble's issuing root, from its management API (trusted only inside this test)."""
+    listener = ssl.create_default_context(cafile=str(EPHEMERAL / "pebble-listener-ca.pem"))
+    listener.check_hostname = False
+    conn = http.client.HTTPSConnection(probe.container_address("webstack-m3-pebble"), 15000, context=listener,
+                                       timeout=10)
+    conn.request("GET", "/roots/0")
+    path = tmp_path_factory.mktemp("pebble") / "root.pem"
+    path.write_bytes(conn.getresponse().read())
+    return str(path)
+
+
+def holder() -> str:
+    """The load balancer that holds the VIP now (exactly one must)."""
+    holders = [lb for lb in LBS if f"inet {VIP}/" in probe.node(lb).check_output("ip -4 -o addr show")]
+    assert len(holders) == 1, holders
+    return holders[0]
+
+
+def wait_for_holder(expected: str | None = None, timeout: float = 20) -> str:
+    found: list[str] = []
+
+    def settled() -> bool:
+        try:
+            found[:] = [holder()]
+        except AssertionError:
+            return False
+        return expected is None or found[0] == expected
+
+    assert probe.wait_for(settled, timeout=timeout), f"VIP holder {found} (expected {expected})"
+    return found[0]
+
+
+def record(case: str, load: probe.LoadLoop) -> None:
+    """Keep the measured figures for make bench and the closing note (build/stage3-failover.json)."""
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    results = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else {}
+    results[case] = {"requests": len(load.outcomes), "failed": len(load.failed), "max_gap_s": round(load.max_gap, 2)}
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"{case}: {load.summary()}")
+
+
+@contextmanager
+def killed(container: str) -> Iterator[None]:
+    """`docker kill` (no clean shutdown), then start it again and wait until its systemd is up."""
+    subprocess.run(["docker", "kill", container], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["docker", "start", container], check=True, capture_output=True)
+        subprocess.run(["docker", "exec", container, "timeout", "60", "systemctl", "is-system-running", "--wait"],
+                       check=False, capture_output=True)
+
+
+def test_https_through_the_vip_reaches_both_web_and_both_app_hosts(root: str) -> None:
+    replies = [probe.request(VIP, "GET", "/", cafile=root) for _ in range(20)]
+    assert all(r.status == 200 for r in replies), [r.status for r in replies]
+    # nginx names itself by host name, the app by inventory name.
+    assert {r.headers["x-proxied-by"] for r in replies} == {web.removeprefix("webstack-m3-") for web in WEB}
+    assert {r.headers["x-served-by"] for r in replies} == set(APP)
+
+
+def test_exactly_one_load_balancer_holds_the_vip_and_it_is_the_first() -> None:
+    assert holder() == LBS[0]
+    for lb in LBS:
+        state = probe.node(lb).check_output("cat /run/keepalived/state")
+        assert state.split()[0] == ("MASTER" if lb == LBS[0] else "BACKUP"), (lb, state)
+
+
+def test_a_write_through_the_vip_is_on_the_replica(root: str) -> None:
+    text = probe.unique_text("stage3")
+    assert probe.request(VIP, "POST", "/api/items", {"text": text}, cafile=root).status == 201
+    assert probe.wait_for(lambda: text in probe.node(REPLICA).check_output(
+        f"mysql -N -B -e \"SELECT text FROM foobar.items WHERE text = '{text}'\""), timeout=10)
+
+
+def test_vrrp_is_allowed_between_the_load_balancers_only() -> None:
+    for lb in LBS:
+        rules = probe.node(lb).check_output("ufw show added")
+        peer = probe.container_address(next(other for other in LBS if other != lb))
+        assert f"allow from {peer} proto vrrp" in rules, rules
+    assert "vrrp" not in probe.node(WEB[0]).check_output("ufw show added")
+
+
+@pytest.mark.parametrize("case", ["haproxy-stopped", "holder-killed", "holder-cut-off"])
+def test_losing_the_vip_holder_moves_the_vip(root: str, case: str) -> None:
+    first = wait_for_holder(LBS[0])
+    other = next(lb for lb in LBS if lb != first)
+    with probe.LoadLoop(VIP, interval=0.1, limit=300, timeout=3, cafile=root) as load:
+        time.sleep(1)
+        if case == "haproxy-stopped":
+            with probe.stopped(probe.node(first), "haproxy"):
+                wait_for_holder(other)
+                time.sleep(2)
+        elif case == "holder-killed":
+            with killed(first):
+                wait_for_holder(other)
+                time.sleep(2)
+        else:
+            with probe.disconnected(first):
+                wait_for_holder(other)
+                time.sleep(2)
+        time.sleep(1)
+    record(f"vip holder: {case}", load)
+    assert load.max_gap < 10, load.summary()
+    # Preemption (nopreempt off): the first load balancer takes the VIP back once it is healthy again.
+    wait_for_holder(first, timeout=60)
+
+
+@pytest.mark.parametrize("tier", ["webservers", "appservers"])
+def test_losing_a_web_or_app_host_costs_no_request(root: str, tier: str) -> None:
+    victim = RUNNER.get_hosts(tier)[-1]
+    with probe.LoadLoop(VIP, interval=0.1, limit=300, timeout=15, cafile=root) as load:
+        time.sleep(1)
+        with killed(victim):
+            time.sleep(6)
+        time.sleep(1)
+    record(f"{tier} host killed", load)
+    assert load.failed == [], load.summary()
+    header, name = (("x-proxied-by", victim.removeprefix("webstack-m3-")) if tier == "webservers"
+                    else ("x-served-by", victim))
+    assert probe.wait_for(lambda: name in {probe.request(VIP, "GET", "/", cafile=root).headers[header]
+                                           for _ in range(6)}, timeout=60), f"{victim} is not back in rotation"
+
+
+def test_check_mode_reports_no_changes() -> None:
+    recap = probe.playbook_recap("--check", "--diff")
+    assert all(counters["changed"] == 0 for counters in recap.values()), recap
