@@ -72,6 +72,7 @@ def cut_off(container: str) -> Iterator[None]:
 
 
 def wait_for_holder(expected: str | None = None, timeout: float = 20) -> str:
+    """Wait (bounded) until exactly one load balancer holds the VIP (and it is `expected`, if given)."""
     found: list[str] = []
 
     def settled() -> bool:
