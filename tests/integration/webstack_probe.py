@@ -76,6 +76,18 @@ def request(address: str, method: str, path: str, body: Any = None, port: int = 
         conn.close()
 
 
+def pebble_root(container: str, listener_ca: Path) -> bytes:
+    """A pebble CA's issuing root, from its management API (port 15000, served with the listener CA)."""
+    context = ssl.create_default_context(cafile=str(listener_ca))
+    context.check_hostname = False
+    conn = http.client.HTTPSConnection(container_address(container), 15000, context=context, timeout=10)
+    try:
+        conn.request("GET", "/roots/0")
+        return conn.getresponse().read()
+    finally:
+        conn.close()
+
+
 FETCH_SCRIPT = r"""
 import json, sys, urllib.error, urllib.request
 request = urllib.request.Request(sys.argv[1], headers={"Host": sys.argv[2]})

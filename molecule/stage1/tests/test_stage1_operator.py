@@ -15,14 +15,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import testinfra.utils.ansible_runner
 import webstack_probe as probe
+from test_stage1 import INVENTORY, LB, PRIMARY, REPLICA, RUNNER
 
-INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
-RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
-LB = RUNNER.get_hosts("loadbalancers")[0]
-PRIMARY = RUNNER.get_hosts("db_primary")[0]
-REPLICA = RUNNER.get_hosts("db_replicas")[0]
 ALL = RUNNER.get_hosts("all")
 PORTS = [22, 80, 443, 3306, 8000, 8080, 8404, 8888, 9100, 9104, 9113, 9999]
 SECRETS_DIR = Path(os.environ["WEBSTACK_SECRETS_DIR"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
@@ -36,14 +35,8 @@ def lb() -> str:
 @pytest.fixture(scope="module")
 def pebble_root(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Pebble's issuing root, fetched from its management API (trusted only inside this test)."""
-    listener = ssl.create_default_context(cafile=str(EPHEMERAL / "pebble-listener-ca.pem"))
-    listener.check_hostname = False
-    conn = http.client.HTTPSConnection(probe.container_address("webstack-m2-pebble"), 15000, context=listener,
-                                       timeout=10)
-    conn.request("GET", "/roots/0")
-    root = conn.getresponse().read()
     path = tmp_path_factory.mktemp("pebble") / "root.pem"
-    path.write_bytes(root)
+    path.write_bytes(probe.pebble_root("webstack-m2-pebble", EPHEMERAL / "pebble-listener-ca.pem"))
     return str(path)
 
 

@@ -3,11 +3,9 @@ losing a web or an app host costs no request. Every loop is bounded; every failu
 
 from __future__ import annotations
 
-import http.client
 import itertools
 import json
 import os
-import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -34,13 +32,8 @@ testinfra_hosts = [LBS[0]]
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Pebble's issuing root, from its management API (trusted only inside this test)."""
-    listener = ssl.create_default_context(cafile=str(EPHEMERAL / "pebble-listener-ca.pem"))
-    listener.check_hostname = False
-    conn = http.client.HTTPSConnection(probe.container_address("webstack-m3-pebble"), 15000, context=listener,
-                                       timeout=10)
-    conn.request("GET", "/roots/0")
     path = tmp_path_factory.mktemp("pebble") / "root.pem"
-    path.write_bytes(conn.getresponse().read())
+    path.write_bytes(probe.pebble_root("webstack-m3-pebble", EPHEMERAL / "pebble-listener-ca.pem"))
     return str(path)
 
 
