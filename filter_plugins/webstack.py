@@ -202,7 +202,7 @@ def drain_commands(load_balancers: Iterable[str], backend: str, server: str, dra
     The helper exits 1 when the wait ran out and 3 when the load balancer does not know the server.
     """
     for name, value in (("backend", backend), ("server", server)):
-        if not HAPROXY_NAME.match(value):  # they end up in a shell command line
+        if not HAPROXY_NAME.fullmatch(value):  # they end up in a shell command line
             raise ValueError(f"drain_commands: {name} must be a HAProxy name (A-Z a-z 0-9 . _ : -), got {value!r}")
     # No helper yet (the load balancer is not set up, e.g. on a first converge): nothing to drain.
     guard = f"[ -x {helper} ] || exit 0; "

@@ -92,3 +92,8 @@ def test_drain_commands_name_each_load_balancer_and_the_server() -> None:
     for hostile in ("web-01;reboot", "$(reboot)", "web`id`", ""):
         with pytest.raises(ValueError, match="server"):
             webstack.drain_commands(["lb-01"], "web", hostile)
+
+
+def test_drain_commands_refuse_a_name_with_a_trailing_newline() -> None:
+    with pytest.raises(ValueError):
+        webstack.drain_commands(["lb-01"], "web", "web-01\n")
