@@ -211,6 +211,43 @@ def drain_commands(load_balancers: Iterable[str], backend: str, server: str, dra
              "ready": f"{guard}{helper} {backend} {server} ready --wait {int(ready_wait)}"} for lb in load_balancers]
 
 
+def secret_fingerprints(secrets: Mapping[str, str], salt: str) -> dict[str, str]:
+    """Salted SHA-256 of each secret: what a host remembers of the secrets it was converged with -- enough to
+    notice that a run brings another value, nothing to log in with (the host's configs hold the values anyway)."""
+    if len(salt) < 16:
+        raise ValueError("secret_fingerprints: the salt must be at least 16 characters")
+    return {name: hashlib.sha256(f"{salt}:{name}:{value}".encode()).hexdigest()
+            for name, value in sorted(secrets.items())}
+
+
+def changed_secrets(secrets: Mapping[str, str], remembered: Any, allowed: Iterable[str] = ()) -> list[str]:
+    """Names of the secrets whose value differs from the fingerprint a host remembers ({salt, fingerprints}, as
+    secret_fingerprints wrote it). A secret the host never held, and one in `allowed`, does not count."""
+    if not remembered:
+        return []
+    if not isinstance(remembered, Mapping) or not isinstance(remembered.get("fingerprints"), Mapping):
+        raise TypeError("changed_secrets: the remembered fingerprints are not {salt, fingerprints}")
+    stored = remembered["fingerprints"]
+    now = secret_fingerprints(secrets, str(remembered.get("salt", "")))
+    skip = set(allowed)
+    return [name for name, print_ in now.items() if name in stored and name not in skip and stored[name] != print_]
+
+
+def secret_selection(value: Any, names: Iterable[str]) -> list[str]:
+    """Which of `names` an operator's setting selects: true/"true"/"all" = every one, false/""/None = none, a list
+    or a comma-separated string = those (an unknown name is an error that lists the known ones)."""
+    known = list(names)
+    if value is None or value is False or (isinstance(value, str) and value.strip().lower() in ("", "false")):
+        return []
+    if value is True or (isinstance(value, str) and value.strip().lower() in ("true", "all")):
+        return known
+    chosen = [n.strip() for n in value.split(",")] if isinstance(value, str) else [str(n) for n in value]
+    unknown = [n for n in chosen if n not in known]
+    if unknown:
+        raise ValueError(f"unknown secret(s) {unknown}: the secrets are {known}")
+    return [n for n in known if n in chosen]
+
+
 class FilterModule:
     """webstack filters."""
 
@@ -225,4 +262,7 @@ class FilterModule:
             "webstack_role_values": role_values,
             "webstack_firewall_rules": firewall_rules,
             "webstack_drain_commands": drain_commands,
+            "webstack_secret_fingerprints": secret_fingerprints,
+            "webstack_changed_secrets": changed_secrets,
+            "webstack_secret_selection": secret_selection,
         }

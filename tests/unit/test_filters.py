@@ -97,3 +97,36 @@ def test_drain_commands_name_each_load_balancer_and_the_server() -> None:
 def test_drain_commands_refuse_a_name_with_a_trailing_newline() -> None:
     with pytest.raises(ValueError):
         webstack.drain_commands(["lb-01"], "web", "web-01\n")
+
+
+def test_secret_fingerprints_are_salted_and_stable() -> None:
+    first = webstack.secret_fingerprints({"b": "x", "a": "x"}, "s" * 16)
+    assert list(first) == ["a", "b"] and first["a"] != first["b"]  # the name is in the hash: equal values differ
+    assert first == webstack.secret_fingerprints({"a": "x", "b": "x"}, "s" * 16)
+    assert first != webstack.secret_fingerprints({"a": "x", "b": "x"}, "t" * 16)
+    assert "x" not in "".join(first.values())
+    with pytest.raises(ValueError, match="salt"):
+        webstack.secret_fingerprints({"a": "x"}, "short")
+
+
+def test_changed_secrets_name_only_the_remembered_ones_that_differ() -> None:
+    salt = "0123456789abcdef"
+    remembered = {"salt": salt, "fingerprints": webstack.secret_fingerprints({"a": "1", "b": "2"}, salt)}
+    assert webstack.changed_secrets({"a": "1", "b": "2"}, remembered) == []
+    assert webstack.changed_secrets({"a": "9", "b": "2", "new": "3"}, remembered) == ["a"]
+    assert webstack.changed_secrets({"a": "9", "b": "8"}, remembered, allowed=["a"]) == ["b"]
+    assert webstack.changed_secrets({"a": "9"}, {}) == []  # a host that never recorded any
+    with pytest.raises(TypeError, match="fingerprints"):
+        webstack.changed_secrets({"a": "9"}, {"salt": salt, "fingerprints": "garbage"})
+
+
+def test_secret_selection_reads_what_an_operator_types() -> None:
+    names = ["a", "b", "c"]
+    for none in (False, None, "", "false", "False"):
+        assert webstack.secret_selection(none, names) == []
+    for every in (True, "true", "all"):
+        assert webstack.secret_selection(every, names) == names
+    assert webstack.secret_selection("c, a", names) == ["a", "c"]
+    assert webstack.secret_selection(["b"], names) == ["b"]
+    with pytest.raises(ValueError, match=r"unknown secret\(s\) \['x'\]"):
+        webstack.secret_selection("a,x", names)

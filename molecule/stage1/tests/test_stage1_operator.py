@@ -47,17 +47,28 @@ def test_a_partial_run_computes_what_a_full_run_does(partial: list[str]) -> None
     assert all(counters["changed"] == 0 for counters in recap.values()), recap
 
 
-def test_a_second_controller_without_the_secrets_changes_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("partial", [[], ["--tags", "app"], ["--limit", REPLICA]],
+                         ids=["full-run", "tags-app", "limit-one-web-host"])
+def test_a_second_controller_without_the_secrets_changes_nothing(tmp_path: Path, partial: list[str]) -> None:
     """A run whose secrets dir is empty generates other passwords: it stops before any change, naming the secret
-    and where it is expected, and the site keeps serving with the old ones."""
+    and where it is expected, and the site keeps serving with the old ones -- also when the run skips the
+    database and load balancer plays (--tags app) or covers one host (--limit)."""
     inventory = str(Path(INVENTORY).parent)
-    result, recap = probe.run_playbook(probe.ROOT / "site.yml", inventory,
+    result, recap = probe.run_playbook(probe.ROOT / "site.yml", inventory, *partial,
                                        env={"WEBSTACK_SECRETS_DIR": str(tmp_path / "secrets")})
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "webstack_db_app_password" in output and f"{tmp_path}/secrets/db_app_password" in output, output[-3000:]
-    assert all(counters["changed"] == 0 for counters in recap.values()), recap
+    assert recap and all(counters["changed"] == 0 for counters in recap.values()), recap
     assert probe.request(probe.container_address(LB), "GET", "/api/items").status == 200
+
+
+def test_a_partial_rotation_is_refused() -> None:
+    """Rotating on some hosts only would leave the others with a secret nobody accepts: refused before any change."""
+    result, recap = probe.run_playbook(probe.ROOT / "playbooks" / "rotate-secrets.yml", str(Path(INVENTORY).parent),
+                                       "--limit", REPLICA)
+    assert result.returncode != 0 and "without --limit" in result.stdout + result.stderr, result.stdout[-3000:]
+    assert all(counters["changed"] == 0 for counters in recap.values()), recap
 
 
 def outside_inventory(tmp_path: Path, values: dict[str, str]) -> tuple[Path, Path]:
