@@ -248,6 +248,18 @@ def secret_selection(value: Any, names: Iterable[str]) -> list[str]:
     return [n for n in known if n in chosen]
 
 
+def ssh_peers(hosts: Iterable[str], hostvars: Mapping[str, Any], port: int = 22) -> list[dict[str, Any]]:
+    """Per host: where its sshd answers and its ed25519 host key (from its facts), for a known_hosts file."""
+    peers = []
+    for host in hosts:
+        key = hostvars[host].get("ansible_ssh_host_key_ed25519_public")
+        if not key:
+            raise ValueError(f"ssh_peers: the facts of {host} hold no ed25519 SSH host key (gather its facts first)")
+        peers.append({"address": str(hostvars[host]["webstack_address"]), "port": int(port),
+                      "host_key": f"ssh-ed25519 {key}"})
+    return peers
+
+
 class FilterModule:
     """webstack filters."""
 
@@ -265,4 +277,5 @@ class FilterModule:
             "webstack_secret_fingerprints": secret_fingerprints,
             "webstack_changed_secrets": changed_secrets,
             "webstack_secret_selection": secret_selection,
+            "webstack_ssh_peers": ssh_peers,
         }

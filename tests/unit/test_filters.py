@@ -130,3 +130,12 @@ def test_secret_selection_reads_what_an_operator_types() -> None:
     assert webstack.secret_selection(["b"], names) == ["b"]
     with pytest.raises(ValueError, match=r"unknown secret\(s\) \['x'\]"):
         webstack.secret_selection("a,x", names)
+
+
+def test_ssh_peers_take_address_and_host_key_from_facts() -> None:
+    hostvars = {"lb-02": {"webstack_address": "10.0.0.3", "ansible_ssh_host_key_ed25519_public": "AAAAkey"},
+                "lb-03": {"webstack_address": "10.0.0.4"}}
+    assert webstack.ssh_peers(["lb-02"], hostvars, 2222) == [
+        {"address": "10.0.0.3", "port": 2222, "host_key": "ssh-ed25519 AAAAkey"}]
+    with pytest.raises(ValueError, match="lb-03"):
+        webstack.ssh_peers(["lb-03"], hostvars)

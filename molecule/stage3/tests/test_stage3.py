@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -169,6 +171,38 @@ def test_losing_a_web_or_app_host_costs_no_request(root: str, tier: str) -> None
                     else ("x-served-by", victim))
     assert probe.wait_for(lambda: name in {probe.request(VIP, "GET", "/", cafile=root).headers[header]
                                            for _ in range(6)}, timeout=60), f"{victim} is not back in rotation"
+
+
+def served_serial(address: str, cafile: str) -> str:
+    """Serial of the certificate a load balancer serves for the site's name (verified against `cafile`)."""
+    context = ssl.create_default_context(cafile=cafile)
+    with socket.create_connection((address, 443), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname=probe.SITE) as tls:
+        return str(tls.getpeercert()["serialNumber"]).lstrip("0").upper()
+
+
+def test_a_renewal_reaches_the_other_load_balancer_without_ansible(root: str) -> None:
+    """A forced renewal on the ACME client (lb-01): its deploy hook pushes the bundle to lb-02, which serves the new
+    serial -- no Ansible run -- with no failed HTTPS request to lb-02 meanwhile; a bundle that is not a certificate
+    for the site is refused by the receiver."""
+    acme, other = LBS[0], LBS[1]
+    address = probe.container_address(other)
+    before = served_serial(address, root)
+    with probe.LoadLoop(address, path="/healthz", interval=0.1, limit=900, cafile=root) as load:
+        renewed = probe.node(acme).run("REQUESTS_CA_BUNDLE=/etc/webstack/pebble-listener-ca.pem certbot renew "
+                                       "--force-renewal --no-random-sleep-on-renew --non-interactive")
+        assert renewed.rc == 0, renewed.stderr
+        assert probe.wait_for(lambda: served_serial(address, root) != before, timeout=60), "lb-02 kept the old one"
+        time.sleep(1)
+    print(f"renewal pushed: {load.summary()}")
+    assert load.failed == [], load.summary()
+    assert served_serial(address, root) == served_serial(probe.container_address(acme), root)
+    # The sync key runs the receiver whatever command is asked for, and the receiver wants a certificate.
+    ssh = ("ssh -i /etc/letsencrypt/webstack-sync/id_ed25519 -o BatchMode=yes -o IdentitiesOnly=yes "
+           f"-o UserKnownHostsFile=/etc/letsencrypt/webstack-sync/known_hosts certsync@{address}")
+    junk = probe.node(acme).run(f"echo not-a-certificate | {ssh} id")
+    assert junk.rc != 0 and "refused" in junk.stderr and "uid=" not in junk.stdout, (junk.stdout, junk.stderr)
+    assert served_serial(address, root) != before
 
 
 def test_check_mode_reports_no_changes() -> None:
