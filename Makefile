@@ -15,7 +15,7 @@ export ANSIBLE_LOCAL_TEMP := $(BUILD)/ansible-home/tmp
 export PYTHONDONTWRITEBYTECODE := 1
 export WEBSTACK_SECRETS_DIR ?= $(BUILD)/secrets
 # scenario:debian-release pairs, run in this order (stage1 and stage2 mix in Debian 13 hosts themselves).
-MOLECULE_SCENARIOS ?= stage0:bookworm stage1:bookworm stage2:bookworm stage3:bookworm firewall:bookworm
+MOLECULE_SCENARIOS ?= stage0:bookworm,firewall:bookworm stage1:bookworm stage2:bookworm stage3:bookworm
 
 # Lab inventory: the stage's own plus the generated connection overlay.
 LAB_INVENTORY = -i inventories/stage$(STAGE) -i build/lab/stage$(STAGE)/lab.yml

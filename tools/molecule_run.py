@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
 """Run Molecule scenarios phase by phase, timing each, and print a summary table at the end.
 
-    python tools/molecule_run.py stage0:bookworm stage1:bookworm ...   (make molecule)
+    python tools/molecule_run.py stage0:bookworm,firewall:bookworm stage1:bookworm ...   (make molecule)
+
+Arguments run one after the other; scenarios joined by a comma run at the same time (light scenarios whose tests
+time nothing tight: they share the 2 cores' idle time). A concurrent scenario's output goes to
+build/molecule-logs/<scenario>.log and is printed whole once it ends, so CI logs stay readable. Each scenario gets
+its own generated-secrets directory (WEBSTACK_SECRETS_DIR/<scenario>).
 
 Why not `molecule test`: the Molecule docker driver creates and destroys containers with async tasks, which
 hang under mitogen; the plays under test (converge, idempotence, the verifier's check-mode run) are what
@@ -18,9 +23,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -68,19 +75,31 @@ def summary(results: list[Result]) -> str:
     return "\n".join(rows)
 
 
-def run_phase(scenario: str, phase: str, env: dict[str, str]) -> tuple[bool, float]:
+def parse_group(argument: str) -> list[tuple[str, str]]:
+    """`stage0:bookworm,firewall` -> the scenarios to run at the same time (one, without a comma)."""
+    return [parse_pair(pair) for pair in argument.split(",")]
+
+
+def secrets_dir(scenario: str, environ: dict[str, str]) -> str:
+    """Where a scenario's generated secrets live: its own directory under WEBSTACK_SECRETS_DIR (or build/secrets)."""
+    return str(Path(environ.get("WEBSTACK_SECRETS_DIR") or ROOT / "build" / "secrets") / scenario)
+
+
+def run_phase(scenario: str, phase: str, env: dict[str, str], out: IO[str] | None = None) -> tuple[bool, float]:
     start = time.monotonic()
-    code = subprocess.run(["molecule", phase, "-s", scenario], cwd=ROOT, env=env, check=False).returncode
+    code = subprocess.run(["molecule", phase, "-s", scenario], cwd=ROOT, env=env, check=False, stdout=out,
+                          stderr=subprocess.STDOUT if out else None).returncode
     return code == 0, round(time.monotonic() - start, 1)
 
 
-def run_scenario(scenario: str, release: str, fast_env: dict[str, str]) -> Result:
+def run_scenario(scenario: str, release: str, fast_env: dict[str, str], out: IO[str] | None = None) -> Result:
     result = Result(scenario, release)
-    base = lab.linear_env(dict(os.environ, WEBSTACK_DEBIAN=release))
+    base = lab.linear_env(dict(os.environ, WEBSTACK_DEBIAN=release,
+                               WEBSTACK_SECRETS_DIR=secrets_dir(scenario, dict(os.environ))))
     print(f"=== molecule {scenario} on {release}", flush=True)
 
     def run(phase: str) -> bool:
-        ok, seconds = run_phase(scenario, phase, dict(base, **fast_env) if phase in ACCELERATED else base)
+        ok, seconds = run_phase(scenario, phase, dict(base, **fast_env) if phase in ACCELERATED else base, out)
         result.phases[phase] = result.phases.get(phase, 0.0) + seconds
         if not ok and result.failed is None:
             result.failed = phase
@@ -96,15 +115,40 @@ def run_scenario(scenario: str, release: str, fast_env: dict[str, str]) -> Resul
     return result
 
 
+def run_group(group: list[tuple[str, str]], fast_env: dict[str, str], logs: Path) -> list[Result]:
+    """One scenario: streamed. Several: at the same time, each into its log, printed whole when all have ended."""
+    if len(group) == 1:
+        return [run_scenario(*group[0], fast_env)]
+    logs.mkdir(parents=True, exist_ok=True)
+    results: dict[int, Result] = {}
+
+    def worker(index: int, scenario: str, release: str) -> None:
+        with (logs / f"{scenario}-{release}.log").open("w", encoding="utf-8") as out:
+            results[index] = run_scenario(scenario, release, fast_env, out)
+
+    threads = [threading.Thread(target=worker, args=(i, *pair)) for i, pair in enumerate(group)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for scenario, release in group:
+        print(f"=== output of {scenario} on {release}", flush=True)
+        print((logs / f"{scenario}-{release}.log").read_text(encoding="utf-8"), flush=True)
+    return [results[i] for i in range(len(group))]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenarios", nargs="+", help="NAME:bookworm|trixie, run in this order")
+    parser.add_argument("scenarios", nargs="+",
+                        help="NAME:bookworm|trixie, run in this order; NAME:R,NAME:R run at the same time")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "molecule-times.json")
     args = parser.parse_args(argv)
-    pairs = [parse_pair(p) for p in args.scenarios]
+    groups = [parse_group(argument) for argument in args.scenarios]
     fast_env = lab.mitogen_env()
-    results = [run_scenario(scenario, release, fast_env) for scenario, release in pairs]
+    start = time.monotonic()
+    results = [r for group in groups for r in run_group(group, fast_env, args.out.parent / "molecule-logs")]
     print("\n" + summary(results), flush=True)
+    print(f"{'wall clock':<22}{'':>60}{time.monotonic() - start:>8.0f}s", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps([r.__dict__ | {"total": r.total} for r in results], indent=2) + "\n",
                         encoding="utf-8")
