@@ -173,6 +173,50 @@ def test_losing_a_web_or_app_host_costs_no_request(root: str, tier: str) -> None
                                            for _ in range(6)}, timeout=60), f"{victim} is not back in rotation"
 
 
+RUNTIME_API = ("python3 -c \"import socket; s = socket.socket(socket.AF_UNIX); "
+               "s.connect('/run/haproxy/admin.sock'); s.sendall(b'show servers state web\\n'); "
+               "print(s.recv(65536).decode())\"")
+
+
+def server_state(lb: str, server: str) -> str:
+    """UP or DOWN: what `lb`'s HAProxy thinks of `server` (runtime API, srv_op_state)."""
+    shown = probe.node(lb).check_output(RUNTIME_API)
+    for fields in (line.split() for line in shown.splitlines()):
+        if len(fields) > 5 and fields[3] == server:
+            return {"0": "DOWN", "2": "UP"}.get(fields[5], fields[5])
+    raise AssertionError(shown)
+
+
+def test_the_load_balancers_re_encrypt_to_the_web_servers(root: str) -> None:
+    """HAProxy reaches nginx over TLS only, checking the internal CA's certificate and the server's name: the web
+    servers' plain port is filtered from the load balancers, and a web server that presents a certificate of another
+    CA is taken out by its failing checks while the site keeps answering; it is back once its certificate is."""
+    config = probe.node(LBS[0]).check_output("cat /etc/haproxy/haproxy.cfg")
+    for web in WEB:
+        assert f"{web} {probe.container_address(web)}:8443 check ssl verify required ca-file " \
+               f"/etc/ssl/webstack/ca.crt verifyhost {web}" in config, config
+    ports = probe.scan(LBS[0], [(probe.container_address(w), p) for w in WEB for p in (80, 8443)])
+    for web in WEB:
+        assert ports[f"{probe.container_address(web)}:80"] == "filtered", ports
+        assert ports[f"{probe.container_address(web)}:8443"] == "open", ports
+    victim = WEB[1]
+    rogue = ("set -e; cd /etc/ssl/webstack; cp -p host.crt host.crt.keep; cp -p host.key host.key.keep; "
+             "openssl req -x509 -nodes -days 2 -newkey ec -pkeyopt ec_paramgen_curve:P-256 "
+             f"-subj /CN={victim} -addext subjectAltName=DNS:{victim} -keyout host.key -out host.crt 2>/dev/null; "
+             "systemctl reload nginx")
+    restore = ("cd /etc/ssl/webstack && mv -f host.crt.keep host.crt && mv -f host.key.keep host.key && "
+               "systemctl reload nginx")
+    with probe.LoadLoop(VIP, interval=0.1, limit=600, cafile=root) as load:
+        probe.node(victim).check_output(rogue)
+        try:
+            assert probe.wait_for(lambda: all(server_state(lb, victim) == "DOWN" for lb in LBS), timeout=30)
+        finally:
+            probe.node(victim).check_output(restore)
+        assert probe.wait_for(lambda: all(server_state(lb, victim) == "UP" for lb in LBS), timeout=30)
+    print(f"web host with a foreign certificate: {load.summary()}")
+    assert len(load.outcomes) > 30 and load.failed == [], load.summary()
+
+
 def served_serial(address: str, cafile: str) -> str:
     """Serial of the certificate a load balancer serves for the site's name (verified against `cafile`)."""
     context = ssl.create_default_context(cafile=cafile)
