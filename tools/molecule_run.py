@@ -34,6 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lab
 
 ROOT = Path(__file__).resolve().parent.parent
+# Scenarios that run at the same time print their one-line progress through this lock (no interleaved lines).
+PRINT_LOCK = threading.Lock()
+
+
+def say(line: str) -> None:
+    with PRINT_LOCK:
+        print(line, flush=True)
 # In order, then "destroy" whatever happened. Molecule's own sequences: `create` also prepares, `destroy` also
 # runs the scenario's cleanup playbook. Only the phases that run the plays under test use the fast strategy.
 PHASES = ["destroy", "create", "converge", "idempotence", "verify"]
@@ -96,7 +103,7 @@ def run_scenario(scenario: str, release: str, fast_env: dict[str, str], out: IO[
     result = Result(scenario, release)
     base = lab.linear_env(dict(os.environ, WEBSTACK_DEBIAN=release,
                                WEBSTACK_SECRETS_DIR=secrets_dir(scenario, dict(os.environ))))
-    print(f"=== molecule {scenario} on {release}", flush=True)
+    say(f"=== molecule {scenario} on {release}")
 
     def run(phase: str) -> bool:
         ok, seconds = run_phase(scenario, phase, dict(base, **fast_env) if phase in ACCELERATED else base, out)
@@ -111,7 +118,7 @@ def run_scenario(scenario: str, release: str, fast_env: dict[str, str], out: IO[
                 break
     finally:
         run("destroy")
-    print(f"=== {scenario} on {release}: {result.total:.0f} s, {result.failed or 'passed'}", flush=True)
+    say(f"=== {scenario} on {release}: {result.total:.0f} s, {result.failed or 'passed'}")
     return result
 
 

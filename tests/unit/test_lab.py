@@ -77,11 +77,15 @@ def test_mitogen_is_the_default_and_can_be_switched_off() -> None:
 def test_role_docs_table_lists_each_variable(tmp_path: Path) -> None:
     import role_docs
 
-    defaults = tmp_path / "main.yml"
-    defaults.write_text("---\n# Port to listen on.\nx_port: 80\n# Names.\nx_names:\n  - a\n")
-    table = role_docs.variables_table(defaults).splitlines()
-    assert table[2] == "| `x_port` | `80` | Port to listen on. |"
-    assert table[3] == '| `x_names` | `["a"]` | Names. |'
+    specs = tmp_path / "argument_specs.yml"
+    specs.write_text("---\nargument_specs:\n  main:\n    options:\n      x_port:\n        type: int\n"
+                     "        default: 80\n        description: Port to listen on.\n      x_names:\n        type: list\n"
+                     "        elements: str\n        default: [a]\n        description: Names | aliases.\n")
+    table = role_docs.variables_table(specs).splitlines()
+    assert table[2] == "| `x_port` | int | `80` | Port to listen on. |"
+    assert table[3] == '| `x_names` | list of str | `["a"]` | Names \\| aliases. |'
+    readme = "# x\n\n## Variables\n\nold\n\n## Example\n\ny\n"
+    assert role_docs.with_table(readme, "T") == "# x\n\n## Variables\n\nT\n\n## Example\n\ny\n"
 
 
 WRK_OUTPUT = """Running 10s test @ http://10.250.1.4/api/items

@@ -27,6 +27,24 @@ def test_argument_specs_mirror_defaults(role: str) -> None:
     specs = load(ROOT / "roles" / role / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
     assert set(defaults) == set(specs), f"{role}: defaults and argument_specs differ"
     assert all(name.startswith(role + "_") for name in defaults), f"{role}: unprefixed variable"
+    drift = {name: (spec.get("default"), defaults[name]) for name, spec in specs.items()
+             if spec.get("default") != defaults[name]}
+    assert drift == {}, f"{role}: argument_specs default differs from defaults/main.yml (spec, defaults): {drift}"
+    described = [name for name, spec in specs.items() if not str(spec.get("description", "")).strip()]
+    assert described == [], f"{role}: options without a description: {described}"
+    # required means required: an option with a default the role ships is never marked required.
+    assert [n for n, spec in specs.items() if spec.get("required")] == [], f"{role}: required option with a default"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_readme_variables_are_generated_from_argument_specs(role: str) -> None:
+    sys.path.insert(0, str(ROOT / "tools"))
+    import role_docs
+
+    table = role_docs.variables_table(ROOT / "roles" / role / "meta" / "argument_specs.yml")
+    readme = (ROOT / "roles" / role / "README.md").read_text(encoding="utf-8")
+    assert role_docs.with_table(readme, table) == readme, (
+        f"roles/{role}/README.md: variables table out of date; run tools/role_docs.py --write roles/{role}")
 
 
 @pytest.mark.parametrize("role", ROLES)
