@@ -34,6 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lab
 
 ROOT = Path(__file__).resolve().parent.parent
+# In order, then "destroy" whatever happened. Molecule's own sequences: `create` also prepares, `destroy` also
+# runs the scenario's cleanup playbook. Only the phases that run the plays under test use the fast strategy.
+PHASES = ["destroy", "create", "converge", "idempotence", "verify"]
+ACCELERATED = {"converge", "idempotence", "verify"}
 # Scenarios that run at the same time print their one-line progress through this lock (no interleaved lines).
 PRINT_LOCK = threading.Lock()
 
@@ -41,10 +45,6 @@ PRINT_LOCK = threading.Lock()
 def say(line: str) -> None:
     with PRINT_LOCK:
         print(line, flush=True)
-# In order, then "destroy" whatever happened. Molecule's own sequences: `create` also prepares, `destroy` also
-# runs the scenario's cleanup playbook. Only the phases that run the plays under test use the fast strategy.
-PHASES = ["destroy", "create", "converge", "idempotence", "verify"]
-ACCELERATED = {"converge", "idempotence", "verify"}
 
 
 @dataclass
