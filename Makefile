@@ -3,7 +3,7 @@
 #   make lab-down STAGE=0   remove them
 #   make test               everything CI runs
 #   make repl-status STAGE=1  replication state of the lab's replicas
-#   make bench              serving + converge benchmark, written to build/bench.json
+#   make bench              converge, serving and failover benchmarks of stages 1 and 3 (BENCH_STAGES), to build/bench.json
 SHELL := /bin/bash
 STAGE ?= 0
 VENV ?= .venv
@@ -16,6 +16,8 @@ export PYTHONDONTWRITEBYTECODE := 1
 export WEBSTACK_SECRETS_DIR ?= $(BUILD)/secrets
 # scenario:debian-release pairs, run in this order (stage1 and stage2 mix in Debian 13 hosts themselves).
 MOLECULE_SCENARIOS ?= stage0:bookworm,firewall:bookworm stage1:bookworm stage2:bookworm stage3:bookworm
+# Stages make bench measures, one after the other (each brings its own lab up and leaves it running).
+BENCH_STAGES ?= 1 3
 
 # Lab inventory: the stage's own plus the generated connection overlay.
 LAB_INVENTORY = -i inventories/stage$(STAGE) -i build/lab/stage$(STAGE)/lab.yml
@@ -71,7 +73,7 @@ molecule: venv images
 test: lint syntax unit molecule
 
 bench: venv images
-	$(PYTHON) tools/bench.py --out $(BUILD)/bench.json
+	for stage in $(BENCH_STAGES); do $(PYTHON) tools/bench.py --stage $$stage --out $(BUILD)/bench.json || exit 1; done
 
 clean:
 	rm -rf $(BUILD)

@@ -1,8 +1,14 @@
 #!/usr/bin/env python3
 """Benchmarks (never timed tests): serving through the LB vs one server, and converge vs package floor.
 
-    python tools/bench.py --out build/bench.json            # both parts, stage 1 lab
+    python tools/bench.py --out build/bench.json            # every part, stage 1 lab
+    python tools/bench.py --stage 3 --out build/bench.json  # every part, stage 3 lab (added to the same file)
     python tools/bench.py --only serving --duration 10
+
+Results go under "stage<n>" in the --out file (the other stages' results are kept).
+Stage 3 adds: the re-encryption cost (HTTPS through the VIP with and without TLS from the load balancers to the
+web servers) and the VIP failover per failure (HAProxy stopped, holder killed, holder cut off) for the default
+VRRP settings and the tuned ones (VRRPv3, 0.25 s adverts), each with requests started every 0.05 s.
 
 Serving: wrk (Debian package) from the controller, bounded by --duration, against one web server
 directly and against the load balancer. Failover: GETs (10/s) through the load balancer while the primary's
@@ -73,6 +79,8 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
 
 def serving(stage: int, duration: int, connections: int) -> dict[str, Any]:
     ensure_wrk()
+    if stage >= 3:
+        return reencryption(stage, duration, connections)
     hosts = lab.load_hosts(stage)
     entry = lab.entry_host(hosts)
     web = next(h for h in hosts if "webservers" in h.groups)
@@ -85,20 +93,70 @@ def serving(stage: int, duration: int, connections: int) -> dict[str, Any]:
     return result
 
 
+def reencryption(stage: int, duration: int, connections: int) -> dict[str, Any]:
+    """HTTPS through the VIP with TLS from the load balancers to the web servers (the stage's setting) and
+    without it (converged with webstack_backend_tls false, then back): what re-encryption costs."""
+    url = f"https://{lab.entry_address(stage)}/api/items"
+    result: dict[str, Any] = {"duration_s": duration, "connections": connections, "url": url}
+    result["reencrypted"] = wrk(url, duration, connections)
+    try:
+        converge_lab(stage, {"webstack_backend_tls": False})
+        result["plain_to_web"] = wrk(url, duration, connections)
+    finally:
+        converge_lab(stage, {})
+    result["reencrypted_vs_plain_rps"] = round(result["reencrypted"]["rps"] / result["plain_to_web"]["rps"], 3)
+    return result
+
+
+# VRRP settings compared by the VIP failover bench: the role's defaults and the tuned ones.
+VRRP_MODES: dict[str, dict[str, Any]] = {
+    "vrrp2_advert_1s": {"webstack_vrrp_version": 2, "webstack_vrrp_advert_int": 1},
+    "vrrp3_advert_0.25s": {"webstack_vrrp_version": 3, "webstack_vrrp_advert_int": 0.25},
+}
+
+
+def vip_failover(stage: int) -> dict[str, Any]:
+    """Per VRRP mode and failure of the VIP holder: requests, failed, longest time nobody was answered."""
+    vip = lab.entry_address(stage)
+    lbs = [h.container for h in lab.load_hosts(stage) if "loadbalancers" in h.groups]
+    root = str(lab.pebble_root(stage))
+    results: dict[str, Any] = {"vip": vip, "request_every_s": 0.05, "request_timeout_s": 2}
+    try:
+        for mode, settings in VRRP_MODES.items():
+            converge_lab(stage, settings, "--limit", "loadbalancers")
+            probe.wait_for_holder(lbs, vip, lbs[0], timeout=60)
+            results[mode] = {}
+            for case in probe.VIP_LOSSES:
+                load = probe.lose_vip_holder(case, lbs, vip, vip, cafile=root)
+                results[mode][case] = {"requests": len(load.outcomes), "failed": len(load.failed),
+                                       "max_gap_s": round(load.max_gap, 2)}
+                print(f"{mode} {case}: {load.summary()}", file=sys.stderr)
+                probe.wait_for_holder(lbs, vip, lbs[0], timeout=60)
+    finally:
+        converge_lab(stage, {}, "--limit", "loadbalancers")
+    results["hard_loss_target_s"] = 1.5
+    results["hard_loss_target_met"] = {
+        mode: all(results[mode][case]["max_gap_s"] <= 1.5 for case in ("holder-killed", "holder-cut-off"))
+        for mode in VRRP_MODES}
+    return results
+
+
 def primary_blackholed(stage: int, seconds: float = 10.0) -> dict[str, Any]:
     """GETs through the entry host (10/s) while the primary's host is cut off the network; POST latency then."""
     hosts = lab.load_hosts(stage)
-    entry = lab.container_address(stage, lab.entry_host(hosts).name)
+    entry = lab.entry_address(stage)
+    cafile = str(lab.pebble_root(stage)) if stage >= 2 else None  # HTTPS from stage 2 on
     primary = next(h for h in hosts if "db_primary" in h.groups)
     posts: list[dict[str, Any]] = []
-    with probe.LoadLoop(entry, interval=0.1, timeout=20, limit=int(seconds * 10) + 400) as loop:
+    with probe.LoadLoop(entry, interval=0.1, timeout=20, limit=int(seconds * 10) + 400,
+                        cafile=cafile) as loop:
         time.sleep(2)
         with probe.disconnected(primary.container):
             time.sleep(seconds / 2)
             for _ in range(3):
                 start = time.monotonic()
                 status = probe.request(entry, "POST", "/api/items", {"text": probe.unique_text("bench")},
-                                       timeout=10).status
+                                       timeout=10, cafile=cafile).status
                 posts.append({"status": status, "seconds": round(time.monotonic() - start, 2)})
             time.sleep(seconds / 2)
         time.sleep(5)
@@ -107,11 +165,22 @@ def primary_blackholed(stage: int, seconds: float = 10.0) -> dict[str, Any]:
             "slowest_get_s": round(max(o.seconds for o in loop.outcomes), 2), "posts_while_cut_off": posts}
 
 
+def stage_roles(stage: int) -> dict[str, list[str]]:
+    """Which roles each group gets at a stage (the wiring's webstack_roles_by_group, for the package floor)."""
+    roles = {"loadbalancers": ["haproxy"], "webservers": ["nginx"], "appservers": ["app"],
+             "db_primary": ["mysql"], "db_replicas": ["mysql"]}
+    if stage >= 2:
+        roles |= {"all": ["sshd", "ufw", "monitoring_agent"], "monitoring": ["monitoring_server"],
+                  "loadbalancers": ["haproxy", "certbot"]}
+    if stage >= 3:
+        roles["loadbalancers"] = [*roles["loadbalancers"], "keepalived"]
+    return roles
+
+
 def package_floor(stage: int, release: str) -> dict[str, Any]:
     """Raw apt-get time of each host's package set on fresh containers, all hosts in parallel."""
     hosts = lab.load_hosts(stage)
-    roles_by_group = {"loadbalancers": ["haproxy"], "webservers": ["nginx"], "appservers": ["app"],
-                      "db_primary": ["mysql"], "db_replicas": ["mysql"]}
+    roles_by_group = stage_roles(stage)
     image = subprocess.run([str(ROOT / "tools" / "build-image.sh"), release], capture_output=True, text=True,
                            check=True).stdout.split()[-1]
     names = [f"webstack-bench-floor-{h.name}" for h in hosts]
@@ -124,7 +193,7 @@ def package_floor(stage: int, release: str) -> dict[str, Any]:
 
         def install(pair: tuple[str, lab.LabHost]) -> float:
             name, host = pair
-            packages = webstack.role_packages(webstack.group_roles(host.groups, roles_by_group),
+            packages = webstack.role_packages(webstack.group_roles([*host.groups, "all"], roles_by_group),
                                               str(ROOT / "roles"), {})
             script = ("export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && "
                       "apt-get install -y -qq --no-install-recommends " + " ".join(packages) + " >/dev/null")
@@ -148,16 +217,27 @@ def targets(floor_s: float) -> dict[str, float]:
     return {"fresh_max_s": round(1.5 * floor_s, 1), "rerun_max_s": round(0.5 * PEER_RERUN_S * floor_s / PEER_FLOOR_S, 1)}
 
 
+def site_command(stage: int, *extra: str) -> tuple[list[str], dict[str, str]]:
+    """`ansible-playbook site.yml` against the stage's lab, and its environment (the lab's secrets)."""
+    inventory = ["-i", str(ROOT / "inventories" / f"stage{stage}"), "-i",
+                 str(ROOT / "build" / "lab" / f"stage{stage}" / "lab.yml")]
+    env = dict(os.environ, WEBSTACK_SECRETS_DIR=str(ROOT / "build" / "lab" / f"stage{stage}" / "secrets"))
+    return ["ansible-playbook", str(ROOT / "site.yml"), *inventory, *extra], env
+
+
+def converge_lab(stage: int, settings: dict[str, Any], *extra: str) -> None:
+    """Converge the running lab with `settings` as extra vars (mitogen, as `make lab` does)."""
+    cmd, env = site_command(stage, "-e", json.dumps(settings), *extra)
+    subprocess.run(cmd, check=True, cwd=ROOT, env=dict(env, **lab.mitogen_env(env)), stdout=subprocess.DEVNULL)
+
+
 def converge(stage: int, release: str) -> dict[str, Any]:
     floor = package_floor(stage, release)
     subprocess.run([sys.executable, str(ROOT / "tools" / "lab.py"), "down", str(stage)], check=True,
                    capture_output=True)
     subprocess.run([sys.executable, str(ROOT / "tools" / "lab.py"), "create", str(stage)], check=True,
                    capture_output=True)
-    inventory = ["-i", str(ROOT / "inventories" / f"stage{stage}"), "-i",
-                 str(ROOT / "build" / "lab" / f"stage{stage}" / "lab.yml")]
-    env = dict(os.environ, WEBSTACK_SECRETS_DIR=str(ROOT / "build" / "lab" / f"stage{stage}" / "secrets"))
-    cmd = ["ansible-playbook", str(ROOT / "site.yml"), *inventory]
+    cmd, env = site_command(stage)
     fast = dict(env, **lab.mitogen_env(env))
     plain = lab.linear_env(env)
     fresh = timed(cmd, fast)
@@ -190,10 +270,16 @@ def main(argv: list[str] | None = None) -> int:
         results["serving"] = serving(args.stage, args.duration, args.connections)
     if args.only in (None, "failover"):
         results["primary_blackholed"] = primary_blackholed(args.stage)
+        if args.stage >= 3:
+            results["vip_failover"] = vip_failover(args.stage)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    if args.only and args.out.exists():  # one part re-measured: keep the others of the last full run
-        results = {**json.loads(args.out.read_text(encoding="utf-8")), **results}
-    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    everything = json.loads(args.out.read_text(encoding="utf-8")) if args.out.exists() else {}
+    everything = {key: value for key, value in everything.items() if re.fullmatch(r"stage\d+", key)}
+    key = f"stage{args.stage}"
+    if args.only:  # one part re-measured: keep the others of the last full run of that stage
+        results = {**everything.get(key, {}), **results}
+    everything[key] = results
+    args.out.write_text(json.dumps(everything, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(results, indent=2))
     return 0
 

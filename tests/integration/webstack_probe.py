@@ -238,7 +238,10 @@ class LoadLoop:
     """A bounded request loop in a thread: `interval` apart, at most `limit` requests, stops when told to.
 
     With `write_every` = n, every n-th request is a POST of a new item (the write path to the primary); with
-    `cafile`, requests go over HTTPS, verified against it.
+    `cafile`, requests go over HTTPS, verified against it. With `overlap`, each request starts `interval` after the
+    previous one started, in a thread of its own, without waiting for it to end (at most timeout / interval + 1 in
+    flight): a request hanging on a dead host then no longer delays the next, so `max_gap` measures how long the
+    service answered nobody (as many independent clients see it), not the client's timeout.
     """
 
     address: str
@@ -248,27 +251,44 @@ class LoadLoop:
     limit: int = 600
     write_every: int = 0
     cafile: str | None = None
+    overlap: bool = False
     outcomes: list[Outcome] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._workers: list[threading.Thread] = []
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set() and len(self.outcomes) < self.limit:
-            start = time.monotonic()
-            write = self.write_every > 0 and len(self.outcomes) % self.write_every == self.write_every - 1
-            try:
-                if write:
-                    status: int | None = request(self.address, "POST", "/api/items", {"text": unique_text("load")},
-                                                 timeout=self.timeout, cafile=self.cafile).status
-                else:
-                    status = request(self.address, "GET", self.path, timeout=self.timeout, cafile=self.cafile).status
-                error = ""
-            except OSError as exc:
-                status, error = None, repr(exc)
+    def _one(self, write: bool) -> None:
+        start = time.monotonic()
+        try:
+            if write:
+                status: int | None = request(self.address, "POST", "/api/items", {"text": unique_text("load")},
+                                             timeout=self.timeout, cafile=self.cafile).status
+            else:
+                status = request(self.address, "GET", self.path, timeout=self.timeout, cafile=self.cafile).status
+            error = ""
+        except OSError as exc:
+            status, error = None, repr(exc)
+        with self._lock:
             self.outcomes.append(Outcome(start, time.monotonic() - start, status, error))
+
+    def _run(self) -> None:
+        launched = 0
+        while not self._stop.is_set() and launched < self.limit:
+            start = time.monotonic()
+            write = self.write_every > 0 and launched % self.write_every == self.write_every - 1
+            launched += 1
+            if self.overlap:
+                worker = threading.Thread(target=self._one, args=(write,), daemon=True)
+                worker.start()
+                self._workers.append(worker)
+            else:
+                self._one(write)
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - start)))
+        for worker in self._workers:
+            worker.join(timeout=self.timeout + 5)
 
     def __enter__(self) -> Self:
         self._thread.start()
@@ -276,7 +296,7 @@ class LoadLoop:
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=self.timeout + 5)
+        self._thread.join(timeout=2 * self.timeout + 10)
 
     @property
     def failed(self) -> list[Outcome]:
@@ -308,3 +328,89 @@ def disconnected(container: str) -> Iterator[None]:
         extra = [arg for alias in aliases for arg in ("--alias", alias)]
         subprocess.run(["docker", "network", "connect", "--ip", settings["IPAddress"], *extra, network, container],
                        check=True, capture_output=True)
+
+
+# --- A virtual IP shared by containers (stage 3) -----------------------------------------------------------
+
+
+def vip_holders(containers: list[str], vip: str) -> list[str]:
+    """The containers that have `vip` on an interface now (a killed one answers nothing and is not listed)."""
+    holders = []
+    for container in containers:
+        shown = subprocess.run(["docker", "exec", container, "ip", "-4", "-o", "addr", "show"], check=False,
+                               capture_output=True, text=True, timeout=10)
+        if shown.returncode == 0 and f"inet {vip}/" in shown.stdout:
+            holders.append(container)
+    return holders
+
+
+def wait_for_holder(containers: list[str], vip: str, expected: str | None = None, timeout: float = 20) -> str:
+    """Wait (bounded) until exactly one of `containers` holds the VIP (and it is `expected`, if given)."""
+    found: list[str] = []
+
+    def settled() -> bool:
+        found[:] = vip_holders(containers, vip)
+        return len(found) == 1 and expected in (None, found[0])
+
+    assert wait_for(settled, timeout=timeout, interval=0.2), f"VIP holders {found} (expected {expected})"
+    return found[0]
+
+
+@contextmanager
+def cut_off(container: str) -> Iterator[None]:
+    """Drop every packet in and out of the container (its interface stays up, as when a switch port dies)."""
+    rules = [["INPUT", "-i", "eth0"], ["OUTPUT", "-o", "eth0"]]
+    for chain, *match in rules:
+        subprocess.run(["docker", "exec", container, "iptables", "-I", chain, "1", *match, "-j", "DROP"], check=True,
+                       capture_output=True)
+    try:
+        yield
+    finally:
+        for chain, *match in rules:
+            subprocess.run(["docker", "exec", container, "iptables", "-D", chain, *match, "-j", "DROP"], check=False,
+                           capture_output=True)
+
+
+@contextmanager
+def killed(container: str) -> Iterator[None]:
+    """`docker kill` (no clean shutdown), then start it again and wait until its systemd is up."""
+    subprocess.run(["docker", "kill", container], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["docker", "start", container], check=True, capture_output=True)
+        subprocess.run(["docker", "exec", container, "timeout", "60", "systemctl", "is-system-running", "--wait"],
+                       check=False, capture_output=True)
+
+
+@contextmanager
+def service_stopped(container: str, service: str) -> Iterator[None]:
+    """`systemctl stop` a service inside a container for the block; always start it again."""
+    subprocess.run(["docker", "exec", container, "systemctl", "stop", service], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["docker", "exec", container, "systemctl", "start", service], check=False,
+                       capture_output=True)
+
+
+VIP_LOSSES = ("haproxy-stopped", "holder-killed", "holder-cut-off")
+
+
+def lose_vip_holder(case: str, containers: list[str], vip: str, address: str, cafile: str | None = None,
+                    settle: float = 2.0) -> LoadLoop:
+    """One VIP failover under load: requests every 0.05 s (overlapping, 2 s timeout) to `address` while the holder
+    loses HAProxy, is killed or is cut off; the VIP must move to another container. Undone before returning (the
+    holder is back; whether it takes the VIP back is the caller's to check)."""
+    first = wait_for_holder(containers, vip)
+    others = [c for c in containers if c != first]
+    failure = {"haproxy-stopped": lambda: service_stopped(first, "haproxy"), "holder-killed": lambda: killed(first),
+               "holder-cut-off": lambda: cut_off(first)}[case]
+    with LoadLoop(address, interval=0.05, limit=1200, timeout=2, cafile=cafile, overlap=True) as load:
+        time.sleep(1)
+        with failure():
+            assert wait_for(lambda: len(holders := vip_holders(others, vip)) == 1 and holders[0] in others,
+                            timeout=20, interval=0.2), f"the VIP did not leave {first} ({case})"
+            time.sleep(settle)
+        time.sleep(1)
+    return load

@@ -137,5 +137,5 @@ def test_ssh_peers_take_address_and_host_key_from_facts() -> None:
                 "lb-03": {"webstack_address": "10.0.0.4"}}
     assert webstack.ssh_peers(["lb-02"], hostvars, 2222) == [
         {"address": "10.0.0.3", "port": 2222, "host_key": "ssh-ed25519 AAAAkey"}]
-    with pytest.raises(ValueError, match="lb-03"):
-        webstack.ssh_peers(["lb-03"], hostvars)
+    # No facts (unreachable this run): no key, so the role keeps the one it trusted before.
+    assert webstack.ssh_peers(["lb-03"], hostvars) == [{"address": "10.0.0.4", "port": 22, "host_key": ""}]

@@ -8,10 +8,7 @@ import json
 import os
 import socket
 import ssl
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,44 +38,13 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def holder() -> str:
     """The load balancer that holds the VIP now (exactly one of those that answer must; a killed one does not)."""
-    holders = []
-    for lb in LBS:
-        shown = subprocess.run(["docker", "exec", lb, "ip", "-4", "-o", "addr", "show"], check=False,
-                               capture_output=True, text=True, timeout=10)
-        if shown.returncode == 0 and f"inet {VIP}/" in shown.stdout:
-            holders.append(lb)
+    holders = probe.vip_holders(LBS, VIP)
     assert len(holders) == 1, holders
     return holders[0]
 
 
-@contextmanager
-def cut_off(container: str) -> Iterator[None]:
-    """Drop every packet in and out of the container (its interface stays up, as when a switch port dies)."""
-    rules = [["INPUT", "-i", "eth0"], ["OUTPUT", "-o", "eth0"]]
-    for chain, *match in rules:
-        subprocess.run(["docker", "exec", container, "iptables", "-I", chain, "1", *match, "-j", "DROP"], check=True,
-                       capture_output=True)
-    try:
-        yield
-    finally:
-        for chain, *match in rules:
-            subprocess.run(["docker", "exec", container, "iptables", "-D", chain, *match, "-j", "DROP"], check=False,
-                           capture_output=True)
-
-
 def wait_for_holder(expected: str | None = None, timeout: float = 20) -> str:
-    """Wait (bounded) until exactly one load balancer holds the VIP (and it is `expected`, if given)."""
-    found: list[str] = []
-
-    def settled() -> bool:
-        try:
-            found[:] = [holder()]
-        except AssertionError:
-            return False
-        return expected is None or found[0] == expected
-
-    assert probe.wait_for(settled, timeout=timeout), f"VIP holder {found} (expected {expected})"
-    return found[0]
+    return probe.wait_for_holder(LBS, VIP, expected, timeout)
 
 
 def record(case: str, load: probe.LoadLoop) -> None:
@@ -88,18 +54,6 @@ def record(case: str, load: probe.LoadLoop) -> None:
     results[case] = {"requests": len(load.outcomes), "failed": len(load.failed), "max_gap_s": round(load.max_gap, 2)}
     RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"{case}: {load.summary()}")
-
-
-@contextmanager
-def killed(container: str) -> Iterator[None]:
-    """`docker kill` (no clean shutdown), then start it again and wait until its systemd is up."""
-    subprocess.run(["docker", "kill", container], check=True, capture_output=True)
-    try:
-        yield
-    finally:
-        subprocess.run(["docker", "start", container], check=True, capture_output=True)
-        subprocess.run(["docker", "exec", container, "timeout", "60", "systemctl", "is-system-running", "--wait"],
-                       check=False, capture_output=True)
 
 
 def test_https_through_the_vip_reaches_both_web_and_both_app_hosts(root: str) -> None:
@@ -132,26 +86,12 @@ def test_vrrp_is_allowed_between_the_load_balancers_only() -> None:
     assert "vrrp" not in probe.node(WEB[0]).check_output("ufw show added")
 
 
-@pytest.mark.parametrize("case", ["haproxy-stopped", "holder-killed", "holder-cut-off"])
+@pytest.mark.parametrize("case", probe.VIP_LOSSES)
 def test_losing_the_vip_holder_moves_the_vip(root: str, case: str) -> None:
     first = wait_for_holder(LBS[0])
-    other = next(lb for lb in LBS if lb != first)
-    with probe.LoadLoop(VIP, interval=0.1, limit=300, timeout=3, cafile=root) as load:
-        time.sleep(1)
-        if case == "haproxy-stopped":
-            with probe.stopped(probe.node(first), "haproxy"):
-                wait_for_holder(other)
-                time.sleep(2)
-        elif case == "holder-killed":
-            with killed(first):
-                wait_for_holder(other)
-                time.sleep(2)
-        else:
-            with cut_off(first):
-                wait_for_holder(other)
-                time.sleep(2)
-        time.sleep(1)
+    load = probe.lose_vip_holder(case, LBS, VIP, VIP, cafile=root)
     record(f"vip holder: {case}", load)
+    # Requests started every 0.05 s, each on its own: the gap is how long no client was answered.
     assert load.max_gap < 10, load.summary()
     # Preemption (nopreempt off): the first load balancer takes the VIP back once it is healthy again.
     wait_for_holder(first, timeout=60)
@@ -162,7 +102,7 @@ def test_losing_a_web_or_app_host_costs_no_request(root: str, tier: str) -> None
     victim = RUNNER.get_hosts(tier)[-1]
     with probe.LoadLoop(VIP, interval=0.1, limit=300, timeout=15, cafile=root) as load:
         time.sleep(1)
-        with killed(victim):
+        with probe.killed(victim):
             time.sleep(6)
         time.sleep(1)
     record(f"{tier} host killed", load)
@@ -247,6 +187,20 @@ def test_a_renewal_reaches_the_other_load_balancer_without_ansible(root: str) ->
     junk = probe.node(acme).run(f"echo not-a-certificate | {ssh} id")
     assert junk.rc != 0 and "refused" in junk.stderr and "uid=" not in junk.stdout, (junk.stdout, junk.stderr)
     assert served_serial(address, root) != before
+
+
+def test_a_converge_with_a_dead_load_balancer_leaves_the_others_as_they_are(root: str) -> None:
+    """One dead host (killed, not stopped) must not fail the run on the others nor make it change anything: its
+    peers keep the SSH host key and the addresses they knew."""
+    dead = next(lb for lb in LBS if lb != holder())
+    inventory = str(Path(INVENTORY).parent)
+    with probe.LoadLoop(VIP, interval=0.2, limit=1200, timeout=5, cafile=root) as load, probe.killed(dead):
+        result, recap = probe.run_playbook(probe.ROOT / "site.yml", inventory)
+    assert recap[dead]["unreachable"] == 1, recap
+    others = {host: counters for host, counters in recap.items() if host != dead}
+    assert all(c["failed"] == 0 and c["changed"] == 0 for c in others.values()), (others, result.stdout[-3000:])
+    assert load.failed == [], load.summary()
+    wait_for_holder(LBS[0], timeout=60)
 
 
 def test_check_mode_reports_no_changes() -> None:

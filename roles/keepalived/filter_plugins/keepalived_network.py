@@ -42,7 +42,6 @@ TRACK_COMMAND = re.compile(r'^/[^"]*$')
 RANGES = {
     "keepalived_virtual_router_id": (1, 255, "the same on every member, unique on the network segment"),
     "keepalived_priority": (1, 254, "255 is reserved for the owner of the address"),
-    "keepalived_advert_int": (1, 255, "whole seconds: VRRPv2"),
     "keepalived_preempt_delay": (0, 1000, "seconds"),
     "keepalived_vip_prefix": (1, 32, "an IPv4 prefix length"),
     "keepalived_track_interval": (1, 3600, "seconds"),
@@ -52,16 +51,55 @@ RANGES = {
 }
 
 
+def _centiseconds(value: Any) -> int | None:
+    """A number of seconds as whole centiseconds (VRRPv3's unit), None when it is not a number or finer than that."""
+    if isinstance(value, bool):
+        return None
+    try:
+        seconds = float(str(value).strip())
+    except ValueError:
+        return None
+    centi = round(seconds * 100)
+    return centi if abs(seconds * 100 - centi) < 1e-6 else None
+
+
+def advert_int_error(version: Any, advert_int: Any) -> str | None:
+    """Why keepalived_advert_int does not suit keepalived_vrrp_version (None = it does).
+
+    VRRPv2 counts whole seconds (1-255); VRRPv3 counts centiseconds (0.01-40.95 s), which is what makes a
+    sub-second failover possible.
+    """
+    centi = _centiseconds(advert_int)
+    if str(version).strip() == "3":
+        if centi is None or not 1 <= centi <= 4095:
+            return (f"keepalived_advert_int must be 0.01..40.95 seconds in steps of 0.01 with VRRPv3, "
+                    f"got {advert_int!r}")
+        return None
+    if centi is None or centi % 100 or not 1 <= centi // 100 <= 255:
+        return (f"keepalived_advert_int must be a whole number 1..255 with VRRPv2 (sub-second adverts need "
+                f"keepalived_vrrp_version 3), got {advert_int!r}")
+    return None
+
+
 def keepalived_input_errors(settings: Mapping[str, Any]) -> list[str]:
     """What is wrong with the role's settings, one message per problem naming the variable (empty = fine).
 
     `settings` maps the role's variable names to their values. The password is never quoted.
     """
     errors: list[str] = []
-    if not AUTH_PASS.match(str(settings.get("keepalived_auth_pass", ""))):
+    version = str(settings.get("keepalived_vrrp_version", 2)).strip()
+    if version not in ("2", "3"):
+        errors.append(f"keepalived_vrrp_version must be 2 or 3, got {settings.get('keepalived_vrrp_version')!r}")
+    elif version == "3" and str(settings.get("keepalived_auth_pass", "")):
+        errors.append("keepalived_auth_pass must be empty with keepalived_vrrp_version 3: VRRPv3 has no "
+                      "authentication (keepalived would ignore it); restrict VRRP to the peers with the firewall")
+    elif version == "2" and not AUTH_PASS.match(str(settings.get("keepalived_auth_pass", ""))):
         errors.append("keepalived_auth_pass must be 1-8 characters without blanks, double quotes, '#' or '!' "
                       "(VRRP PASS authentication keeps 8; keepalived reads a blank as the end of a word and "
                       "'#' or '!' as a comment)")
+    advert_error = advert_int_error(version, settings.get("keepalived_advert_int"))
+    if advert_error:
+        errors.append(advert_error)
     for name, (low, high, hint) in RANGES.items():
         if _int_in(settings, name, low, high) is None:
             errors.append(f"{name} must be a whole number {low}..{high} ({hint}), got {settings.get(name)!r}")
