@@ -221,7 +221,7 @@ def site_command(stage: int, *extra: str) -> tuple[list[str], dict[str, str]]:
     """`ansible-playbook site.yml` against the stage's lab, and its environment (the lab's secrets)."""
     inventory = ["-i", str(ROOT / "inventories" / f"stage{stage}"), "-i",
                  str(ROOT / "build" / "lab" / f"stage{stage}" / "lab.yml")]
-    env = dict(os.environ, WEBSTACK_SECRETS_DIR=str(ROOT / "build" / "lab" / f"stage{stage}" / "secrets"))
+    env = dict(os.environ, **lab.stage_env(stage))
     return ["ansible-playbook", str(ROOT / "site.yml"), *inventory, *extra], env
 
 

@@ -17,6 +17,7 @@ import http.client
 import ipaddress
 import json
 import os
+import shutil
 import socket
 import ssl
 import subprocess
@@ -167,6 +168,12 @@ def known_hosts_lines(scans: dict[str, str]) -> list[str]:
     return sorted(line for line in lines if line and not line.startswith("#"))
 
 
+def stage_env(stage: int) -> dict[str, str]:
+    """A stage lab's own generated secrets and fact cache (the stages' host names are the same: lb-01, ...)."""
+    return {"WEBSTACK_SECRETS_DIR": str(BUILD / f"stage{stage}" / "secrets"),
+            "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(BUILD / f"stage{stage}" / "facts")}
+
+
 def linear_env(environ: Mapping[str, str]) -> dict[str, str]:
     """`environ` running plain Ansible: its own linear strategy, no mitogen plugin path."""
     env = {k: v for k, v in environ.items() if k != "ANSIBLE_STRATEGY_PLUGINS"}
@@ -273,7 +280,7 @@ def up(stage: int, release: str, converge: bool) -> None:
                        + "\n", encoding="utf-8")
     print(f"lab: {len(hosts)} container(s) on {network_name(stage)}: "
           + ", ".join(f"{h}={a}" for h, a in addresses.items()))
-    env = dict(os.environ, WEBSTACK_SECRETS_DIR=str(BUILD / f"stage{stage}" / "secrets"), **mitogen_env())
+    env = dict(os.environ, **stage_env(stage), **mitogen_env())
     inventory = ["-i", str(ROOT / "inventories" / f"stage{stage}"), "-i", str(overlay)]
     if stage >= 2:
         pebble_vars = {"pebble_container": container_name(stage, "pebble"), "pebble_network": network_name(stage),
@@ -352,6 +359,7 @@ def down(stage: int) -> None:
         sh(["docker", "rm", "-f", *names], capture=True)
     if exists("network", network_name(stage)):
         sh(["docker", "network", "rm", network_name(stage)], capture=True)
+    shutil.rmtree(BUILD / f"stage{stage}" / "facts", ignore_errors=True)  # the next lab's hosts are new
     print(f"lab: removed {len(names)} container(s) and the network of stage {stage}")
 
 

@@ -86,33 +86,6 @@ def test_vrrp_is_allowed_between_the_load_balancers_only() -> None:
     assert "vrrp" not in probe.node(WEB[0]).check_output("ufw show added")
 
 
-@pytest.mark.parametrize("case", probe.VIP_LOSSES)
-def test_losing_the_vip_holder_moves_the_vip(root: str, case: str) -> None:
-    first = wait_for_holder(LBS[0])
-    load = probe.lose_vip_holder(case, LBS, VIP, VIP, cafile=root)
-    record(f"vip holder: {case}", load)
-    # Requests started every 0.05 s, each on its own: the gap is how long no client was answered.
-    assert load.max_gap < 10, load.summary()
-    # Preemption (nopreempt off): the first load balancer takes the VIP back once it is healthy again.
-    wait_for_holder(first, timeout=60)
-
-
-@pytest.mark.parametrize("tier", ["webservers", "appservers"])
-def test_losing_a_web_or_app_host_costs_no_request(root: str, tier: str) -> None:
-    victim = RUNNER.get_hosts(tier)[-1]
-    with probe.LoadLoop(VIP, interval=0.1, limit=300, timeout=15, cafile=root) as load:
-        time.sleep(1)
-        with probe.killed(victim):
-            time.sleep(6)
-        time.sleep(1)
-    record(f"{tier} host killed", load)
-    assert load.failed == [], load.summary()
-    header, name = (("x-proxied-by", victim.removeprefix("webstack-m3-")) if tier == "webservers"
-                    else ("x-served-by", victim))
-    assert probe.wait_for(lambda: name in {probe.request(VIP, "GET", "/", cafile=root).headers[header]
-                                           for _ in range(6)}, timeout=60), f"{victim} is not back in rotation"
-
-
 RUNTIME_API = ("python3 -c \"import socket; s = socket.socket(socket.AF_UNIX); "
                "s.connect('/run/haproxy/admin.sock'); s.sendall(b'show servers state web\\n'); "
                "print(s.recv(65536).decode())\"")
@@ -125,6 +98,48 @@ def server_state(lb: str, server: str) -> str:
         if len(fields) > 5 and fields[3] == server:
             return {"0": "DOWN", "2": "UP"}.get(fields[5], fields[5])
     raise AssertionError(shown)
+
+
+def wait_all_web_up(timeout: float = 60) -> None:
+    """Wait (bounded) until every load balancer sees every web server UP: each failure case starts from a healthy
+    stack (after a partition, a load balancer may hold the VIP with one web server still rising)."""
+    def settled() -> bool:
+        try:
+            return all(server_state(lb, web) == "UP" for lb in LBS for web in WEB)
+        except AssertionError:
+            return False
+
+    assert probe.wait_for(settled, timeout=timeout), {lb: probe.node(lb).check_output(RUNTIME_API) for lb in LBS}
+
+
+@pytest.mark.parametrize("case", probe.VIP_LOSSES)
+def test_losing_the_vip_holder_moves_the_vip(root: str, case: str) -> None:
+    first = wait_for_holder(LBS[0])
+    wait_all_web_up()
+    load = probe.lose_vip_holder(case, LBS, VIP, VIP, cafile=root)
+    record(f"vip holder: {case}", load)
+    # Requests started every 0.05 s, each on its own: the gap is how long no client was answered.
+    assert load.max_gap < 10, load.summary()
+    # Preemption (nopreempt off): the first load balancer takes the VIP back once it is healthy again.
+    wait_for_holder(first, timeout=60)
+
+
+@pytest.mark.parametrize("tier", ["webservers", "appservers"])
+def test_losing_a_web_or_app_host_costs_no_request(root: str, tier: str) -> None:
+    victim = RUNNER.get_hosts(tier)[-1]
+    wait_for_holder(LBS[0], timeout=60)
+    wait_all_web_up()
+    with probe.LoadLoop(VIP, interval=0.1, limit=300, timeout=15, cafile=root) as load:
+        time.sleep(1)
+        with probe.killed(victim):
+            time.sleep(6)
+        time.sleep(1)
+    record(f"{tier} host killed", load)
+    assert load.failed == [], load.summary()
+    header, name = (("x-proxied-by", victim.removeprefix("webstack-m3-")) if tier == "webservers"
+                    else ("x-served-by", victim))
+    assert probe.wait_for(lambda: name in {probe.request(VIP, "GET", "/", cafile=root).headers[header]
+                                           for _ in range(6)}, timeout=60), f"{victim} is not back in rotation"
 
 
 def test_the_load_balancers_re_encrypt_to_the_web_servers(root: str) -> None:
