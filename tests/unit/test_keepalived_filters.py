@@ -56,3 +56,15 @@ def test_vrrpv3_refuses_a_password_it_would_ignore_and_v2_needs_one() -> None:
 def test_sub_second_adverts_with_vrrpv2_point_to_version_3() -> None:
     errors = keepalived.keepalived_input_errors({**GOOD, "keepalived_advert_int": 0.25})
     assert len(errors) == 1 and "keepalived_vrrp_version 3" in errors[0]
+
+
+def test_a_soft_track_needs_a_priority_drop_an_absolute_path_and_preemption() -> None:
+    soft = {**GOOD, "keepalived_track_soft_command": "/usr/local/sbin/haproxy-serving web",
+            "keepalived_track_soft_weight": -50}
+    assert keepalived.keepalived_input_errors(soft) == []
+    assert keepalived.keepalived_input_errors({**GOOD, "keepalived_track_soft_weight": 10}) == []  # no soft track
+    errors = keepalived.keepalived_input_errors({**soft, "keepalived_track_soft_weight": 10,
+                                                 "keepalived_nopreempt": True})
+    assert [e.split(" ")[0] for e in errors] == ["keepalived_track_soft_weight", "keepalived_track_soft_command"]
+    relative = keepalived.keepalived_input_errors({**soft, "keepalived_track_soft_command": "haproxy-serving"})
+    assert "keepalived_track_soft_command must start with an absolute path" in relative[0]

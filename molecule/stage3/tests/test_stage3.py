@@ -204,6 +204,30 @@ def test_a_renewal_reaches_the_other_load_balancer_without_ansible(root: str) ->
     assert served_serial(address, root) != before
 
 
+def test_with_no_web_server_up_the_vip_stays_and_answers_503_at_once(root: str) -> None:
+    """Every web server down: both load balancers lower their priority alike, so the first keeps the VIP and
+    HAProxy answers 503 at once (no VIP at all would leave clients waiting for a timeout); back to 200 after."""
+    wait_for_holder(LBS[0], timeout=60)
+    wait_all_web_up()
+    try:
+        for web in WEB:
+            probe.node(web).run("systemctl stop nginx")
+        assert probe.wait_for(lambda: all(server_state(lb, web) == "DOWN" for lb in LBS for web in WEB),
+                              timeout=30)
+        time.sleep(4)  # the track script's fall (2 x 1 s) and an election, had there been one
+        assert holder() == LBS[0]
+        state = probe.node(LBS[0]).check_output("cat /run/keepalived/state").split()
+        assert state[0] == "MASTER", state
+        start = time.monotonic()
+        assert probe.request(VIP, "GET", "/", cafile=root, timeout=5).status == 503
+        assert time.monotonic() - start < 1
+    finally:
+        for web in WEB:
+            probe.node(web).run("systemctl start nginx")
+    assert probe.wait_for(lambda: probe.request(VIP, "GET", "/", cafile=root).status == 200, timeout=30)
+    wait_all_web_up()
+
+
 def test_a_converge_with_a_dead_load_balancer_leaves_the_others_as_they_are(root: str) -> None:
     """One dead host (killed, not stopped) must not fail the run on the others nor make it change anything: its
     peers keep the SSH host key and the addresses they knew."""

@@ -106,6 +106,17 @@ def keepalived_input_errors(settings: Mapping[str, Any]) -> list[str]:
     if _bool(settings.get("keepalived_nopreempt")) and _int_in(settings, "keepalived_track_weight", 0, 0) is None:
         errors.append("keepalived_track_weight must be 0 with keepalived_nopreempt: without preemption a lowered "
                       "priority never moves the VIP, only the FAULT state of weight 0 does")
+    soft = str(settings.get("keepalived_track_soft_command", "") or "")
+    if soft:
+        if not TRACK_COMMAND.match(soft):
+            errors.append("keepalived_track_soft_command must start with an absolute path and hold no double quote, "
+                          f"got {soft!r}")
+        if _int_in(settings, "keepalived_track_soft_weight", -253, -1) is None:
+            errors.append("keepalived_track_soft_weight must be a whole number -253..-1 (a priority drop), got "
+                          f"{settings.get('keepalived_track_soft_weight')!r}")
+        if _bool(settings.get("keepalived_nopreempt")):
+            errors.append("keepalived_track_soft_command needs preemption: with keepalived_nopreempt a lowered "
+                          "priority never moves the VIP (set it to \"\" or keepalived_nopreempt to false)")
     if not TRACK_COMMAND.match(str(settings.get("keepalived_track_command", ""))):
         errors.append("keepalived_track_command must start with an absolute path and hold no double quote, got "
                       f"{settings.get('keepalived_track_command')!r}")
