@@ -3,6 +3,7 @@
 #   make lab-down STAGE=0   remove them
 #   make test               everything CI runs
 #   make repl-status STAGE=1  replication state of the lab's replicas
+#   make design STAGE=3     design report + diagram of a stage (INVENTORY=path for any), in build/design/
 #   make bench              converge, serving and failover benchmarks of stages 1 and 3 (BENCH_STAGES), to build/bench.json
 SHELL := /bin/bash
 STAGE ?= 0
@@ -22,7 +23,8 @@ BENCH_STAGES ?= 1 3
 # Lab inventory: the stage's own plus the generated connection overlay.
 LAB_INVENTORY = -i inventories/stage$(STAGE) -i build/lab/stage$(STAGE)/lab.yml
 
-.PHONY: help venv lab lab-down lab-smoke repl-status test lint unit syntax molecule images bench clean
+.PHONY: help venv lab lab-down lab-smoke repl-status test lint unit syntax molecule images bench design design-docs \
+	graphviz clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -71,6 +73,18 @@ molecule: venv images
 	$(PYTHON) tools/molecule_run.py $(MOLECULE_SCENARIOS)
 
 test: lint syntax unit molecule
+
+# The design report and diagram of a stage (or INVENTORY=path) under build/design/; design-docs: the four stages'
+# under docs/design/ (committed, shown in the README; a unit test fails when they are stale).
+design: venv graphviz
+	$(PYTHON) tools/design.py $(if $(INVENTORY),--inventory $(INVENTORY),$(STAGE))
+
+design-docs: venv graphviz
+	$(PYTHON) tools/design.py --docs
+
+graphviz:
+	@command -v dot >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends graphviz >/dev/null; }
 
 bench: venv images
 	for stage in $(BENCH_STAGES); do $(PYTHON) tools/bench.py --stage $$stage --out $(BUILD)/bench.json || exit 1; done

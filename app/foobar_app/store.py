@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -63,14 +64,20 @@ def _item(row: tuple[Any, ...]) -> Item:
 
 
 class MySQLStore:
-    """Writes go to the write server, reads to the read server (a replica where there is one).
+    """Writes go to the write server, reads to the read server (a replica where there is one), or to the write
+    server while the read server does not answer: losing a replica costs no page.
 
     One short-lived connection per call keeps workers independent of database restarts.
     """
 
+    # After the read server failed, reads go straight to the write server for this long (seconds): a replica that
+    # was cut off costs one connect timeout per worker, not one per page.
+    READ_RETRY_AFTER = 5.0
+
     def __init__(self, write_db: DBSettings, read_db: DBSettings) -> None:
         self._write_db = write_db
         self._read_db = read_db
+        self._read_down_until = 0.0
 
     @staticmethod
     def _connect(settings: DBSettings, timeout: float | None = None) -> Any:
@@ -112,10 +119,20 @@ class MySQLStore:
         finally:
             conn.close()
 
+    def _read(self, sql: str, args: tuple[Any, ...] = (), timeout: float | None = None) -> list[tuple[Any, ...]]:
+        """A read on the read server, else on the write server (each try gets half of `timeout`, if given)."""
+        if self._read_db == self._write_db:
+            return self._run(self._read_db, sql, args, timeout)
+        share = timeout / 2 if timeout else None
+        if time.monotonic() >= self._read_down_until:
+            try:
+                return self._run(self._read_db, sql, args, share)
+            except StoreError:
+                self._read_down_until = time.monotonic() + self.READ_RETRY_AFTER
+        return self._run(self._write_db, sql, args, share)
+
     def latest(self, limit: int) -> list[Item]:
-        rows = self._run(
-            self._read_db, "SELECT id, text, created_at FROM items ORDER BY id DESC LIMIT %s", (limit,)
-        )
+        rows = self._read("SELECT id, text, created_at FROM items ORDER BY id DESC LIMIT %s", (limit,))
         return [_item(row) for row in rows]
 
     def add(self, text: str, key: str | None = None) -> tuple[Item, bool]:
@@ -149,7 +166,7 @@ class MySQLStore:
         return _item(row), created
 
     def ping_read(self, timeout: float) -> None:
-        self._run(self._read_db, "SELECT 1", timeout=timeout)
+        self._read("SELECT 1", timeout=timeout)
 
     def migrate(self) -> bool:
         """Create the schema on the write server, or expand an older one; True when something changed."""

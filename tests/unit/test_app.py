@@ -223,3 +223,57 @@ def test_only_a_refused_login_tries_the_fallback(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(StoreError, match="cannot connect"):
         MySQLStore._connect(DBSettings("db", 3306, "u", "new", "d", fallback_passwords=("old",)))
     assert driver.tried == ["new"]
+
+
+def _db(host: str) -> DBSettings:
+    return DBSettings(host=host, port=3306, user="u", password="p", database="d")
+
+
+def test_reads_fall_back_to_the_write_server_and_skip_a_dead_replica_for_a_while(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from foobar_app import store as store_module
+
+    calls: list[tuple[str, float | None]] = []
+    down = {"replica"}
+
+    def run(self: Any, settings: DBSettings, sql: str, args: tuple[Any, ...] = (),
+            timeout: float | None = None) -> list[tuple[Any, ...]]:
+        calls.append((settings.host, timeout))
+        if settings.host in down:
+            raise StoreError("cannot connect")
+        return [(1, "x", "2026-01-01")]
+
+    clock = [100.0]
+    monkeypatch.setattr(store_module.MySQLStore, "_run", run)
+    monkeypatch.setattr(store_module.time, "monotonic", lambda: clock[0])
+    mysql = store_module.MySQLStore(_db("primary"), _db("replica"))
+    mysql.ping_read(0.5)
+    assert calls == [("replica", 0.25), ("primary", 0.25)]
+    calls.clear()
+    assert mysql.latest(5)[0].text == "x"
+    assert calls == [("primary", None)]  # the replica is skipped while it was seen down recently
+    clock[0] += mysql.READ_RETRY_AFTER
+    down.clear()
+    calls.clear()
+    mysql.latest(5)
+    assert calls == [("replica", None)]
+    down.update({"replica", "primary"})
+    clock[0] += mysql.READ_RETRY_AFTER
+    with pytest.raises(StoreError):
+        mysql.ping_read(0.5)
+
+
+def test_one_server_for_reads_and_writes_has_no_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    from foobar_app import store as store_module
+
+    calls: list[str] = []
+
+    def run(self: Any, settings: DBSettings, sql: str, args: tuple[Any, ...] = (),
+            timeout: float | None = None) -> list[tuple[Any, ...]]:
+        calls.append(settings.host)
+        raise StoreError("down")
+
+    monkeypatch.setattr(store_module.MySQLStore, "_run", run)
+    with pytest.raises(StoreError):
+        store_module.MySQLStore(_db("db"), _db("db")).ping_read(0.5)
+    assert calls == ["db"]

@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import ssl
+import subprocess
 import time
 from pathlib import Path
 
@@ -41,6 +42,18 @@ def holder() -> str:
     holders = probe.vip_holders(LBS, VIP)
     assert len(holders) == 1, holders
     return holders[0]
+
+
+def diagnostics() -> str:
+    """What the load balancers did lately (VRRP transitions, HAProxy's last log lines), for a failure message."""
+    out = []
+    for lb in LBS:
+        script = ("journalctl -t keepalived-notify --no-pager -o short-precise | tail -6; "
+                  "journalctl -u haproxy --no-pager -o short-precise | tail -15")
+        shown = subprocess.run(["docker", "exec", lb, "sh", "-c", script],
+                               check=False, capture_output=True, text=True, timeout=30)
+        out.append(f"--- {lb}\n{shown.stdout}{shown.stderr}")
+    return "\n" + "\n".join(out)
 
 
 def wait_for_holder(expected: str | None = None, timeout: float = 20) -> str:
@@ -129,13 +142,14 @@ def test_losing_a_web_or_app_host_costs_no_request(root: str, tier: str) -> None
     victim = RUNNER.get_hosts(tier)[-1]
     wait_for_holder(LBS[0], timeout=60)
     wait_all_web_up()
-    with probe.LoadLoop(VIP, interval=0.1, limit=300, timeout=15, cafile=root) as load:
+    # 25 s: a GET stuck on a connection the victim took down is retried after `timeout server` (10 s).
+    with probe.LoadLoop(VIP, interval=0.1, limit=300, timeout=25, cafile=root) as load:
         time.sleep(1)
         with probe.killed(victim):
             time.sleep(6)
         time.sleep(1)
     record(f"{tier} host killed", load)
-    assert load.failed == [], load.summary()
+    assert load.failed == [], load.summary() + diagnostics()
     header, name = (("x-proxied-by", victim.removeprefix("webstack-m3-")) if tier == "webservers"
                     else ("x-served-by", victim))
     assert probe.wait_for(lambda: name in {probe.request(VIP, "GET", "/", cafile=root).headers[header]
