@@ -20,6 +20,7 @@ Traffic goes only to the lab's own containers.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import re
@@ -83,9 +84,7 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
 def opened_to_controller(container: str, port: int, stage: int) -> Iterator[None]:
     """Let the controller (the lab network's gateway) reach `port` of a container for the block: the web servers'
     firewall admits only the load balancers, and the bench measures one of them directly too."""
-    gateway = subprocess.run(["docker", "network", "inspect", lab.network_name(stage), "-f",
-                              "{{(index .IPAM.Config 0).Gateway}}"], check=True, capture_output=True,
-                             text=True).stdout.strip()
+    gateway = str(next(ipaddress.ip_network(lab.subnet(stage)).hosts()))  # docker's default: the first address
     rule = ["allow", "proto", "tcp", "from", gateway, "to", "any", "port", str(port)]
     subprocess.run(["docker", "exec", container, "ufw", "insert", "1", *rule], check=True, capture_output=True)
     try:
