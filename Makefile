@@ -4,6 +4,7 @@
 #   make test               everything CI runs
 #   make repl-status STAGE=1  replication state of the lab's replicas
 #   make design STAGE=3     design report + diagram of a stage (INVENTORY=path for any), in build/design/
+#   make chaos STAGE=1      each host of a running lab killed, then cut off, under load: checked against make design
 #   make bench              converge, serving and failover benchmarks of stages 1 and 3 (BENCH_STAGES), to build/bench.json
 SHELL := /bin/bash
 STAGE ?= 0
@@ -23,7 +24,7 @@ BENCH_STAGES ?= 1 3
 # Lab inventory: the stage's own plus the generated connection overlay.
 LAB_INVENTORY = -i inventories/stage$(STAGE) -i build/lab/stage$(STAGE)/lab.yml
 
-.PHONY: help venv lab lab-down lab-smoke repl-status test lint unit syntax molecule images bench design design-docs \
+.PHONY: help venv lab lab-down lab-smoke repl-status test lint unit syntax molecule images bench chaos design design-docs \
 	graphviz clean
 
 help:
@@ -81,6 +82,10 @@ design: venv graphviz
 
 design-docs: venv graphviz
 	$(PYTHON) tools/design.py --docs
+
+# The design report's claims on a running lab (make lab STAGE=n first): build/chaos/stage<n>.{json,md}.
+chaos: venv
+	$(PYTHON) tools/chaos.py $(STAGE) $(CHAOS_ARGS)
 
 graphviz:
 	@command -v dot >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \

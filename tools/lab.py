@@ -42,6 +42,7 @@ install -m 0600 -o "$1" -g "$1" /etc/webstack-lab/authorized_keys "/home/$1/.ssh
 printf '%s ALL=(ALL) NOPASSWD:ALL\\n' "$1" > /etc/sudoers.d/90-cloud-init-users
 chmod 0440 /etc/sudoers.d/90-cloud-init-users
 """
+HOSTS_MAX = 32  # fixed host addresses .64-.95: below any virtual IP of the stages (.100)
 ENTRY_ALIASES = ("www.foobar.com", "foobar.com")
 SYSTEMD_FLAGS = [
     "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN",
@@ -84,6 +85,14 @@ def container_range(stage: int) -> str:
     return f"10.250.{stage}.0/26"
 
 
+def host_address(stage: int, index: int) -> str:
+    """The fixed address of the index-th host (inventory order), above the range docker hands out: a host killed
+    and started again comes back at the same address, whatever else was started meanwhile."""
+    if not 0 <= index < HOSTS_MAX:
+        raise ValueError(f"the lab holds at most {HOSTS_MAX} hosts per stage (host number {index + 1})")
+    return f"10.250.{stage}.{64 + index}"
+
+
 def inventory_vip(document: dict[str, Any]) -> str:
     """The stage's virtual IP (webstack_vip) from `ansible-inventory --list` output, "" when it has none."""
     for variables in (document.get("_meta", {}).get("hostvars") or {}).values():
@@ -112,10 +121,10 @@ def entry_host(hosts: list[LabHost]) -> LabHost:
     raise ValueError("inventory has neither loadbalancers nor webservers")
 
 
-def run_args(host: LabHost, image: str, pubkey: Path, entry: bool) -> list[str]:
-    """The docker run command line for one host."""
+def run_args(host: LabHost, image: str, pubkey: Path, entry: bool, address: str = "") -> list[str]:
+    """The docker run command line for one host (at `address`, else one docker picks)."""
     args = ["docker", "run", "-d", "--name", host.container, "--hostname", host.name,
-            "--network", network_name(host.stage), "--label", f"{PREFIX}.stage={host.stage}",
+            "--network", network_name(host.stage), *(["--ip", address] if address else []), "--label", f"{PREFIX}.stage={host.stage}",
             *SYSTEMD_FLAGS, "-v", f"{pubkey}:/etc/webstack-lab/authorized_keys:ro"]
     if "loadbalancers" in host.groups:
         args += ["--sysctl", "net.ipv4.ip_nonlocal_bind=1"]
@@ -262,9 +271,10 @@ def up(stage: int, release: str, converge: bool) -> None:
     if not exists("network", network_name(stage)):
         sh(["docker", "network", "create", "--subnet", subnet(stage), "--ip-range", container_range(stage),
             "--label", f"{PREFIX}.stage={stage}", network_name(stage)], capture=True)
-    for host in hosts:
+    for index, host in enumerate(hosts):
         if not exists("container", host.container):
-            sh(run_args(host, image, key.with_suffix(".pub"), host == entry and not vip), capture=True)
+            sh(run_args(host, image, key.with_suffix(".pub"), host == entry and not vip, host_address(stage, index)),
+               capture=True)
         else:
             sh(["docker", "start", host.container], capture=True)
     for host in hosts:

@@ -35,6 +35,10 @@ class StoreError(Exception):
     """The database could not be reached or refused the statement."""
 
 
+class StoreUnavailable(StoreError):
+    """The server did not let us connect (down, cut off, refusing): nothing was sent to it."""
+
+
 @dataclass(frozen=True)
 class Item:
     """One row of the items table."""
@@ -73,11 +77,16 @@ class MySQLStore:
     # After the read server failed, reads go straight to the write server for this long (seconds): a replica that
     # was cut off costs one connect timeout per worker, not one per page.
     READ_RETRY_AFTER = 5.0
+    # After the write server could not be reached, writes fail at once (503) for this long (seconds): while the
+    # primary is gone, a worker waits for one connect timeout per period instead of one per write, so writes
+    # cannot take every worker and starve the reads and the health check.
+    WRITE_RETRY_AFTER = 2.0
 
     def __init__(self, write_db: DBSettings, read_db: DBSettings) -> None:
         self._write_db = write_db
         self._read_db = read_db
         self._read_down_until = 0.0
+        self._write_down_until = 0.0
 
     @staticmethod
     def _connect(settings: DBSettings, timeout: float | None = None) -> Any:
@@ -102,7 +111,7 @@ class MySQLStore:
             except pymysql.MySQLError as exc:
                 if index + 1 < len(candidates) and exc.args and exc.args[0] == ACCESS_DENIED:
                     continue
-                raise StoreError(f"cannot connect to {settings.host}:{settings.port}: {exc}") from exc
+                raise StoreUnavailable(f"cannot connect to {settings.host}:{settings.port}: {exc}") from exc
         raise StoreError("no password to connect with")  # unreachable: candidates is never empty
 
     def _run(self, settings: DBSettings, sql: str, args: tuple[Any, ...] = (),
@@ -137,10 +146,16 @@ class MySQLStore:
 
     def add(self, text: str, key: str | None = None) -> tuple[Item, bool]:
         """Insert a row; with an idempotency key, a key seen before returns its row instead (created=False)."""
+        if time.monotonic() < self._write_down_until:
+            raise StoreUnavailable("the write server did not answer a moment ago (not tried again yet)")
+        try:
+            conn = self._connect(self._write_db)
+        except StoreUnavailable:
+            self._write_down_until = time.monotonic() + self.WRITE_RETRY_AFTER
+            raise
         import pymysql
 
         select = "SELECT id, text, created_at FROM items WHERE "
-        conn = self._connect(self._write_db)
         try:
             with conn.cursor() as cur:
                 try:

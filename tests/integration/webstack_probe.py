@@ -227,6 +227,7 @@ class Outcome:
     seconds: float
     status: int | None
     error: str = ""
+    write: bool = False
 
     @property
     def ok(self) -> bool:
@@ -272,7 +273,7 @@ class LoadLoop:
         except OSError as exc:
             status, error = None, repr(exc)
         with self._lock:
-            self.outcomes.append(Outcome(start, time.monotonic() - start, status, error))
+            self.outcomes.append(Outcome(start, time.monotonic() - start, status, error, write))
 
     def _run(self) -> None:
         launched = 0

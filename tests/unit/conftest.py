@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.dont_write_bytecode = True
-for sub in ("app", "filter_plugins", "tools"):
+for sub in ("app", "filter_plugins", "tools", "tests/integration"):
     path = str(ROOT / sub)
     if path not in sys.path:
         sys.path.insert(0, path)

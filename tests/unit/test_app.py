@@ -277,3 +277,27 @@ def test_one_server_for_reads_and_writes_has_no_fallback(monkeypatch: pytest.Mon
     with pytest.raises(StoreError):
         store_module.MySQLStore(_db("db"), _db("db")).ping_read(0.5)
     assert calls == ["db"]
+
+
+def test_writes_fail_at_once_for_a_while_after_the_write_server_did_not_answer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from foobar_app import store as store_module
+
+    tries: list[str] = []
+
+    def connect(settings: DBSettings, timeout: float | None = None) -> Any:
+        tries.append(settings.host)
+        raise store_module.StoreUnavailable("cannot connect")
+
+    clock = [100.0]
+    monkeypatch.setattr(store_module.MySQLStore, "_connect", staticmethod(connect))
+    monkeypatch.setattr(store_module.time, "monotonic", lambda: clock[0])
+    mysql = store_module.MySQLStore(_db("primary"), _db("replica"))
+    for _ in range(3):
+        with pytest.raises(store_module.StoreUnavailable):
+            mysql.add("x")
+    assert tries == ["primary"]  # one connect timeout, then 503 at once: workers stay free for reads
+    clock[0] += mysql.WRITE_RETRY_AFTER
+    with pytest.raises(StoreError):
+        mysql.add("x")
+    assert tries == ["primary", "primary"]  # tried again after the period

@@ -134,3 +134,15 @@ def test_the_virtual_ip_comes_from_the_inventory_and_stays_out_of_dockers_range(
     assert lab.inventory_vip({"_meta": {"hostvars": {"web-01": {"webstack_stage": 0}}}}) == ""
     assert ipaddress.ip_address("10.250.3.100") not in ipaddress.ip_network(lab.container_range(3))
     assert ipaddress.ip_network(lab.container_range(3)).subnet_of(ipaddress.ip_network(lab.subnet(3)))
+
+
+def test_hosts_have_fixed_addresses_outside_dockers_range_and_below_the_vip() -> None:
+    assert lab.host_address(3, 0) == "10.250.3.64"
+    last = ipaddress.ip_address(lab.host_address(3, lab.HOSTS_MAX - 1))
+    assert last < ipaddress.ip_address("10.250.3.100")
+    assert ipaddress.ip_address(lab.host_address(3, 0)) not in ipaddress.ip_network(lab.container_range(3))
+    with pytest.raises(ValueError, match="at most"):
+        lab.host_address(3, lab.HOSTS_MAX)
+    host = lab.LabHost(name="web-01", groups=("webservers",), stage=1)
+    args = lab.run_args(host, "img:tag", Path("/k.pub"), entry=False, address="10.250.1.64")
+    assert args[args.index("--ip") + 1] == "10.250.1.64"
