@@ -77,7 +77,7 @@ def expected(loss: Loss) -> str:
         return "reads: 0 failed; writes: 503 until promotion"
     if loss.effect == FAILOVER:
         return f"no answer for ≤ {loss.gap_s} s"
-    return "0 failed requests"
+    return "0 failed requests (a write in flight at that instant may fail: it is never replayed)"
 
 
 def read_hosts(model: Mapping[str, Any], app: str) -> list[str]:

@@ -52,12 +52,25 @@ SHOWN = ("haproxy", "certbot", "nginx", "app", "mysql", "monitoring_server")
 def render(model: Mapping[str, Any], base: Path, flows: Sequence[FlowEdge], losses: Mapping[str, str],
            digest: str, address: Callable[[str], str], formats: Sequence[str] = ("svg", "png")) -> None:
     """Write `base`.svg and `base`.png (or the `formats` given)."""
+    import itertools
+    from unittest import mock
+
+    import diagrams
+
+    base.parent.mkdir(parents=True, exist_ok=True)
+    # Node ids in creation order instead of random ones: the same model draws the same SVG (no churn in docs/).
+    ids = (f"node{n}" for n in itertools.count())
+    with mock.patch.object(diagrams.Node, "_rand_id", staticmethod(lambda: next(ids))):
+        _draw(model, base, flows, losses, digest, address, formats)
+
+
+def _draw(model: Mapping[str, Any], base: Path, flows: Sequence[FlowEdge], losses: Mapping[str, str],
+          digest: str, address: Callable[[str], str], formats: Sequence[str]) -> None:
     from diagrams import Cluster, Diagram, Edge
     from diagrams.generic.network import Router
     from diagrams.onprem.client import Users
     from diagrams.onprem.network import Bind9
 
-    base.parent.mkdir(parents=True, exist_ok=True)
     title = f"{model['name']}: {model['site']} (model {digest})"
     graph = {"fontsize": "20", "pad": "0.4", "splines": "spline", "nodesep": "0.5", "ranksep": "1.1"}
     with Diagram(title, filename=str(base), outformat=list(formats), show=False, direction="LR", graph_attr=graph):
