@@ -8,7 +8,7 @@ For each host in turn and each mode: a bounded request loop through the site's e
 fifth request a write), the host's container killed (`docker kill`; then started again) or cut off the network
 (every packet dropped, the interface stays up), the failed requests and the longest time nobody was answered
 measured, the host brought back and the stack waited for (every server UP on every load balancer, replication
-running, the VIP on its first holder). The load keeps running until the stack is healthy again, so a host coming
+running, the VIP on its first holder, a read and a write answered). The load keeps running until the stack is healthy again, so a host coming
 back is measured too.
 
 Each case is compared with what tools/design.py says losing that host does (from the same inventory):
@@ -80,6 +80,9 @@ class Observed:
     failed_late: int  # failed requests started after the loss + the stated gap
     max_gap_s: float
     back_after_s: float = 0.0  # from the host's return until the stack was healthy
+    # Writes started after the loss that failed: their answers (0: no answer) and the longest wait for one.
+    failed_write_statuses: tuple[int, ...] = ()
+    slowest_failed_write_s: float = 0.0
 
     def text(self) -> str:
         reads = self.requests - self.writes
@@ -92,6 +95,7 @@ def observe(outcomes: Sequence[probe.Outcome], lost_at: float, gap_s: float, bac
     """Sum up a load loop's outcomes around the instant of the loss."""
     failed = [o for o in outcomes if not o.ok]
     in_flight = [o for o in failed if o.started < lost_at]
+    late_writes = [o for o in failed if o.write and o.started >= lost_at]
     ok_ends = sorted(o.started + o.seconds for o in outcomes if o.ok)
     gaps = [b - a for a, b in itertools.pairwise(ok_ends)]
     return Observed(
@@ -102,7 +106,9 @@ def observe(outcomes: Sequence[probe.Outcome], lost_at: float, gap_s: float, bac
         failed_in_flight=len(in_flight),
         failed_late=sum(1 for o in failed if o.started > lost_at + gap_s),
         max_gap_s=round(max(gaps, default=0.0), 2),
-        back_after_s=round(back_after_s, 1))
+        back_after_s=round(back_after_s, 1),
+        failed_write_statuses=tuple(sorted({o.status or 0 for o in late_writes})),
+        slowest_failed_write_s=round(max((o.seconds for o in late_writes), default=0.0), 2))
 
 
 def verdict(loss: design.Loss, seen: Observed) -> tuple[bool, str]:
@@ -187,6 +193,15 @@ def problems(target: Target) -> list[str]:
         statuses = [repr(exc)]
     if any(s != "200" for s in statuses):
         found.append(f"the site answers {statuses}")
+    elif not found:  # the rest is whole: so must be the write path
+        try:
+            status = probe.request(target.entry, "POST", "/api/items", {"text": probe.unique_text("chaos")},
+                                   timeout=5, cafile=target.cafile).status
+        except OSError as exc:
+            status = 0
+            found.append(f"a write failed: {exc!r}")
+        if status and status != 201:
+            found.append(f"a write answers {status}")
     return found
 
 

@@ -31,6 +31,7 @@ def test_observe_counts_reads_writes_and_what_was_in_flight_at_the_loss() -> Non
     assert (seen.reads_failed, seen.writes_failed, seen.failed_in_flight, seen.failed_late) == (1, 2, 1, 1)
     assert seen.requests == len(outcomes) and seen.writes == 44 + 2
     assert seen.max_gap_s == 0.05
+    assert (seen.failed_write_statuses, seen.slowest_failed_write_s) == ((503,), 0.1)
 
 
 def test_observe_measures_the_longest_time_nobody_was_answered() -> None:

@@ -1,5 +1,5 @@
-"""Stage 1 under real failures: a write is never applied twice, a vanished host costs no read, hostile input
-gets a clear answer. Runs after test_stage1.py (file order): the hosts it cuts off come back before it ends."""
+"""Stage 1 under real failures: a write is never applied twice, hostile input gets a clear answer, a converge never
+wipes a replica's data (each host killed or cut off: test_stage1_chaos.py). Runs after test_stage1.py (file order)."""
 
 from __future__ import annotations
 
@@ -114,30 +114,6 @@ def test_changed_app_settings_converge_without_a_failed_request(lb: str) -> None
     assert all(changed[web]["changed"] >= 2 and restored[web]["changed"] >= 2 for web in WEB), (changed, restored)
     assert len(loop.outcomes) > 100 and loop.failed == [], loop.summary()
     print(f"app settings changed and restored under load: {loop.summary()}")
-
-
-def test_a_vanished_primary_costs_no_get_and_writes_fail_fast(lb: str) -> None:
-    """The primary's host is cut off the network (no RST, no answer), not stopped; in stage 1 it is also a web host.
-    (Every host's loss, killed and cut off, is in test_stage1_chaos.py; this one times the writes.)"""
-    post_times: list[tuple[int, float]] = []
-    with probe.LoadLoop(lb, interval=0.1, timeout=20, limit=400) as loop:
-        time.sleep(2)
-        with probe.disconnected(PRIMARY):
-            time.sleep(8)  # well past the health-check window (2 s x fall 2, 1 s check timeout)
-            for _ in range(3):
-                start = time.monotonic()
-                status = probe.request(lb, "POST", "/api/items", {"text": probe.unique_text("cut")}, timeout=10).status
-                post_times.append((status, time.monotonic() - start))
-        assert probe.in_rotation(lb, PRIMARY, timeout=30), f"{PRIMARY} did not come back into rotation"
-    assert loop.failed == [], loop.summary()
-    print(f"primary cut off: {loop.summary()} posts={post_times}")
-    # Writes are down while the primary is gone: a quick, clear 503, never a hang.
-    assert all(status == 503 and seconds < 3 for status, seconds in post_times), post_times
-    assert probe.wait_for(lambda: probe.request(lb, "POST", "/api/items",
-                                                {"text": probe.unique_text("back")}).status == 201, timeout=30)
-    # Replication resumes by itself once both ends see each other again.
-    assert probe.wait_for(lambda: "Slave_IO_Running: Yes" in probe.node(REPLICA).check_output(
-        "mysql -e 'SHOW SLAVE STATUS\\G'"), timeout=60, interval=2)
 
 
 def test_a_converge_never_wipes_a_promoted_replica(lb: str) -> None:
