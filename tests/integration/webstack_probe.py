@@ -357,19 +357,29 @@ def wait_for_holder(containers: list[str], vip: str, expected: str | None = None
     return found[0]
 
 
+def host_side_interface(container: str) -> str:
+    """The controller-side end of the container's eth0 (its veth peer on the docker bridge)."""
+    index = subprocess.run(["docker", "exec", container, "cat", "/sys/class/net/eth0/iflink"], check=True,
+                           capture_output=True, text=True).stdout.strip()
+    for link in Path("/sys/class/net").iterdir():
+        if (link / "ifindex").read_text(encoding="utf-8").strip() == index:
+            return link.name
+    raise OSError(f"no interface of index {index} here: is docker running on this host?")
+
+
 @contextmanager
 def cut_off(container: str) -> Iterator[None]:
-    """Drop every packet in and out of the container (its interface stays up, as when a switch port dies)."""
-    rules = [["INPUT", "-i", "eth0"], ["OUTPUT", "-o", "eth0"]]
-    for chain, *match in rules:
-        subprocess.run(["docker", "exec", container, "iptables", "-I", chain, "1", *match, "-j", "DROP"], check=True,
-                       capture_output=True)
+    """Drop every frame in and out of the container, ARP and raw sockets included (a `blackhole` qdisc on both ends
+    of its veth); the link stays up, as when the host hangs off a dead switch port or a partitioned network."""
+    ends = [["docker", "exec", container, "tc", "qdisc", "{}", "dev", "eth0", "root"],
+            ["tc", "qdisc", "{}", "dev", host_side_interface(container), "root"]]
+    for end in ends:
+        subprocess.run([arg.format("add") for arg in end] + ["blackhole"], check=True, capture_output=True)
     try:
         yield
     finally:
-        for chain, *match in rules:
-            subprocess.run(["docker", "exec", container, "iptables", "-D", chain, *match, "-j", "DROP"], check=False,
-                           capture_output=True)
+        for end in ends:
+            subprocess.run([arg.format("del") for arg in end], check=False, capture_output=True)
 
 
 @contextmanager
