@@ -8,7 +8,7 @@ For each host in turn and each mode: a bounded request loop through the site's e
 fifth request a write), the host's container killed (`docker kill`; then started again) or cut off the network
 (every packet dropped, the interface stays up), the failed requests and the longest time nobody was answered
 measured, the host brought back and the stack waited for (every server UP on every load balancer, replication
-running, the VIP on its first holder, a read and a write answered). The load keeps running until the stack is healthy again, so a host coming
+running, the VIP on its first holder, every app server answering reads through the site, a write answered). The load keeps running until the stack is healthy again, so a host coming
 back is measured too.
 
 Each case is compared with what tools/design.py says losing that host does (from the same inventory):
@@ -25,6 +25,7 @@ Results: build/chaos/<name>.json and .md, the table printed; exit 1 when any ver
 from __future__ import annotations
 
 import argparse
+import collections
 import itertools
 import json
 import subprocess
@@ -83,12 +84,17 @@ class Observed:
     # Writes started after the loss that failed: their answers (0: no answer) and the longest wait for one.
     failed_write_statuses: tuple[int, ...] = ()
     slowest_failed_write_s: float = 0.0
+    # What the failed requests got ("503 x40", "TimeoutError x2") and when they started, from the loss on (s).
+    failures: tuple[str, ...] = ()
+    failed_between_s: tuple[float, float] = (0.0, 0.0)
 
     def text(self) -> str:
         reads = self.requests - self.writes
         return (f"reads {self.reads_failed}/{reads} failed, writes {self.writes_failed}/{self.writes} failed"
                 + (f" ({self.failed_in_flight} in flight at the loss)" if self.failed_in_flight else "")
-                + f", longest gap {self.max_gap_s:.2f} s")
+                + f", longest gap {self.max_gap_s:.2f} s"
+                + (f"; failures: {', '.join(self.failures)}, started {self.failed_between_s[0]:+.1f} to "
+                   f"{self.failed_between_s[1]:+.1f} s from the loss" if self.failures else ""))
 
 
 def observe(outcomes: Sequence[probe.Outcome], lost_at: float, gap_s: float, back_after_s: float = 0.0) -> Observed:
@@ -96,6 +102,8 @@ def observe(outcomes: Sequence[probe.Outcome], lost_at: float, gap_s: float, bac
     failed = [o for o in outcomes if not o.ok]
     in_flight = [o for o in failed if o.started < lost_at]
     late_writes = [o for o in failed if o.write and o.started >= lost_at]
+    kinds = collections.Counter(str(o.status) if o.status else o.error.split("(")[0] or "no answer" for o in failed)
+    starts = [round(o.started - lost_at, 1) for o in failed]
     ok_ends = sorted(o.started + o.seconds for o in outcomes if o.ok)
     gaps = [b - a for a, b in itertools.pairwise(ok_ends)]
     return Observed(
@@ -108,7 +116,9 @@ def observe(outcomes: Sequence[probe.Outcome], lost_at: float, gap_s: float, bac
         max_gap_s=round(max(gaps, default=0.0), 2),
         back_after_s=round(back_after_s, 1),
         failed_write_statuses=tuple(sorted({o.status or 0 for o in late_writes})),
-        slowest_failed_write_s=round(max((o.seconds for o in late_writes), default=0.0), 2))
+        slowest_failed_write_s=round(max((o.seconds for o in late_writes), default=0.0), 2),
+        failures=tuple(f"{kind} x{count}" for kind, count in kinds.most_common()),
+        failed_between_s=(min(starts, default=0.0), max(starts, default=0.0)))
 
 
 def verdict(loss: design.Loss, seen: Observed) -> tuple[bool, str]:
@@ -186,13 +196,23 @@ def problems(target: Target) -> list[str]:
     lbs = target.of("loadbalancers")
     if target.model.get("vip") and lbs and probe.vip_holders(lbs, target.model["vip"]) != lbs[:1]:
         found.append(f"the VIP is not on {lbs[0]} alone")
+    # Every app server answers through the site again (the web servers' passive checks let it back in only
+    # fail_timeout after its last failure: until then, losing another one would leave them none).
+    apps = set(design.hosts_of(target.model, "appservers"))
+    statuses, served = [], set()
     try:
-        statuses = [str(probe.request(target.entry, "GET", "/api/items", timeout=5, cafile=target.cafile).status)
-                    for _ in range(3)]
+        for _ in range(4 * len(apps)):
+            reply = probe.request(target.entry, "GET", "/api/items", timeout=5, cafile=target.cafile)
+            statuses.append(str(reply.status))
+            served.add(reply.headers.get("x-served-by", ""))
+            if apps <= served:
+                break
     except OSError as exc:
-        statuses = [repr(exc)]
+        statuses.append(repr(exc))
     if any(s != "200" for s in statuses):
         found.append(f"the site answers {statuses}")
+    elif not apps <= served:
+        found.append(f"no answer from {', '.join(sorted(apps - served))} through the site yet")
     elif not found:  # the rest is whole: so must be the write path
         try:
             status = probe.request(target.entry, "POST", "/api/items", {"text": probe.unique_text("chaos")},

@@ -32,6 +32,8 @@ def test_observe_counts_reads_writes_and_what_was_in_flight_at_the_loss() -> Non
     assert seen.requests == len(outcomes) and seen.writes == 44 + 2
     assert seen.max_gap_s == 0.05
     assert (seen.failed_write_statuses, seen.slowest_failed_write_s) == ((503,), 0.1)
+    assert seen.failures == ("504 x1", "timed out x1", "503 x1") and seen.failed_between_s == (-0.1, 3.0)
+    assert "failures: 504 x1, timed out x1, 503 x1, started -0.1 to +3.0 s from the loss" in seen.text()
 
 
 def test_observe_measures_the_longest_time_nobody_was_answered() -> None:
