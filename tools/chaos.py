@@ -12,11 +12,11 @@ running, the VIP on its first holder, every app server answering reads through t
 back is measured too.
 
 Each case is compared with what tools/design.py says losing that host does (from the same inventory):
-- site down: requests must fail (if none does, the report is wrong);
+- site down: requests sent while the host is lost must fail (if none does, the report is wrong);
 - writes down: no read fails, and writes do;
-- failover gap: nobody waits longer than the stated gap for an answer, and no request started after it fails;
+- failover gap: answers stop for no longer than the stated gap, and no request started after it fails;
 - nothing / monitoring down: no read fails and no write started after the loss fails.
-A request in flight at the instant of the loss is counted apart: a write is never replayed (it may fail: the
+A request under way when the loss began is counted apart: a write is never replayed (it may fail: the
 client cannot know whether it was applied), and a connection held by a load balancer dies with it.
 
 Results: build/chaos/<name>.json and .md, the table printed; exit 1 when any verdict is wrong.
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import http.client
 import itertools
 import json
 import subprocess
@@ -77,9 +78,10 @@ class Observed:
     reads_failed: int
     writes: int
     writes_failed: int
-    failed_in_flight: int  # failed requests that had started before the loss
+    failed_in_flight: int  # failed requests that were under way when the loss began
     failed_late: int  # failed requests started after the loss + the stated gap
     max_gap_s: float
+    failed_while_lost: int = 0  # failed requests started between the loss and the host's return
     back_after_s: float = 0.0  # from the host's return until the stack was healthy
     # Writes started after the loss that failed: their answers (0: no answer) and the longest wait for one.
     failed_write_statuses: tuple[int, ...] = ()
@@ -97,10 +99,14 @@ class Observed:
                    f"{self.failed_between_s[1]:+.1f} s from the loss" if self.failures else ""))
 
 
-def observe(outcomes: Sequence[probe.Outcome], lost_at: float, gap_s: float, back_after_s: float = 0.0) -> Observed:
-    """Sum up a load loop's outcomes around the instant of the loss."""
+def observe(outcomes: Sequence[probe.Outcome], lost_at: float, gap_s: float, back_after_s: float = 0.0,
+            began: float | None = None, returned_at: float | None = None) -> Observed:
+    """Sum up a load loop's outcomes around the loss: it `began` (the kill or cut was started), took effect at
+    `lost_at`, and the host `returned_at` (started again, reconnected)."""
+    began = lost_at if began is None else began
+    returned_at = float("inf") if returned_at is None else returned_at
     failed = [o for o in outcomes if not o.ok]
-    in_flight = [o for o in failed if o.started < lost_at]
+    in_flight = [o for o in failed if o.started < lost_at and o.started + o.seconds >= began]
     late_writes = [o for o in failed if o.write and o.started >= lost_at]
     kinds = collections.Counter(str(o.status) if o.status else o.error.split("(")[0] or "no answer" for o in failed)
     starts = [round(o.started - lost_at, 1) for o in failed]
@@ -113,6 +119,7 @@ def observe(outcomes: Sequence[probe.Outcome], lost_at: float, gap_s: float, bac
         writes_failed=sum(1 for o in failed if o.write),
         failed_in_flight=len(in_flight),
         failed_late=sum(1 for o in failed if o.started > lost_at + gap_s),
+        failed_while_lost=sum(1 for o in failed if began <= o.started <= returned_at),
         max_gap_s=round(max(gaps, default=0.0), 2),
         back_after_s=round(back_after_s, 1),
         failed_write_statuses=tuple(sorted({o.status or 0 for o in late_writes})),
@@ -123,10 +130,9 @@ def observe(outcomes: Sequence[probe.Outcome], lost_at: float, gap_s: float, bac
 
 def verdict(loss: design.Loss, seen: Observed) -> tuple[bool, str]:
     """Does what the clients saw match what the report says losing the host does? (ok, why)"""
-    failed = seen.reads_failed + seen.writes_failed
     if loss.effect == design.SITE_DOWN:
-        if failed == 0:
-            return False, "the report calls this host a single point of failure, yet no request failed"
+        if seen.failed_while_lost == 0:
+            return False, "the report calls this host a single point of failure, yet no request sent meanwhile failed"
         return True, "requests failed, as reported"
     if loss.effect == design.WRITES_DOWN:
         if seen.reads_failed:
@@ -188,6 +194,13 @@ def replication_problems(container: str) -> list[str]:
 
 def problems(target: Target) -> list[str]:
     """What keeps the stack from being whole: [] when every part is back."""
+    try:
+        return _problems(target)
+    except (OSError, subprocess.TimeoutExpired, http.client.HTTPException) as exc:
+        return [f"checking the stack failed: {exc!r}"]
+
+
+def _problems(target: Target) -> list[str]:
     found: list[str] = []
     for lb in target.of("loadbalancers"):
         found += servers_not_up(lb, target.runtime_socket)
@@ -207,7 +220,7 @@ def problems(target: Target) -> list[str]:
             served.add(reply.headers.get("x-served-by", ""))
             if apps <= served:
                 break
-    except OSError as exc:
+    except (OSError, http.client.HTTPException) as exc:
         statuses.append(repr(exc))
     if any(s != "200" for s in statuses):
         found.append(f"the site answers {statuses}")
@@ -217,7 +230,7 @@ def problems(target: Target) -> list[str]:
         try:
             status = probe.request(target.entry, "POST", "/api/items", {"text": probe.unique_text("chaos")},
                                    timeout=5, cafile=target.cafile).status
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:
             status = 0
             found.append(f"a write failed: {exc!r}")
         if status and status != 201:
@@ -252,28 +265,34 @@ def run_case(target: Target, host: str, mode: str, hold: float) -> dict[str, Any
     with probe.LoadLoop(target.entry, interval=INTERVAL_S, timeout=TIMEOUT_S, limit=int(600 / INTERVAL_S),
                         write_every=WRITE_EVERY, cafile=target.cafile, overlap=True) as load:
         time.sleep(1)
-        lost_at = time.monotonic()
+        began = time.monotonic()
         with failure(mode, container):
+            lost_at = time.monotonic()  # the kill or the cut has taken effect
             time.sleep(hold)
+        returned_at = time.monotonic()
         if address_of(container) != address:
             raise SystemExit(f"chaos: {container} came back at {address_of(container)}, not {address}")
         back_after = wait_healthy(target)
         time.sleep(1)
-    seen = observe(load.outcomes, lost_at, gap, back_after)
+    seen = observe(load.finished(), lost_at, gap, back_after, began, returned_at)
     ok, why = verdict(loss, seen)
     return {"host": host, "mode": mode, "effect": loss.effect, "expected": design.expected(loss),
             "observed": seen.text(), "ok": ok, "why": why, "hold_s": hold, **asdict(seen)}
 
 
 def run(target: Target, hosts: Sequence[str], modes: Sequence[str], hold: float = HOLD_S,
-        report: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Every (host, mode) case in turn, each from a healthy stack."""
+        report: Callable[[dict[str, Any]], None] | None = None, out: Path | None = None,
+        title: str = "") -> list[dict[str, Any]]:
+    """Every (host, mode) case in turn, each from a healthy stack; with `out`, the results so far are written
+    after each case (a run that stops half-way keeps them)."""
     results = []
     for host in hosts:
         for mode in modes:
             wait_healthy(target)
             result = run_case(target, host, mode, hold)
             results.append(result)
+            if out:
+                write(results, out, title)
             if report:
                 report(result)
     return results
@@ -319,11 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(hosts) - set(target.model["hosts"]))
     if unknown:
         parser.error(f"not in the stage {args.stage} inventory: {', '.join(unknown)}")
+    base = ROOT / "build" / "chaos" / f"stage{args.stage}"
     results = run(target, hosts, args.modes, args.hold,
                   report=lambda r: print(f"chaos: {r['host']} {r['mode']}: {r['observed']} -> "
-                                         f"{'ok' if r['ok'] else 'WRONG'} ({r['why']})", flush=True))
-    base = ROOT / "build" / "chaos" / f"stage{args.stage}"
-    write(results, base, f"stage {args.stage}")
+                                         f"{'ok' if r['ok'] else 'WRONG'} ({r['why']})", flush=True),
+                  out=base, title=f"stage {args.stage}")
     print(table(results), end="")
     print(f"chaos: {base}.md")
     return 0 if all(r["ok"] for r in results) else 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -87,6 +88,7 @@ class MySQLStore:
         self._read_db = read_db
         self._read_down_until = 0.0
         self._write_down_until = 0.0
+        self._write_lock = threading.Lock()
 
     @staticmethod
     def _connect(settings: DBSettings, timeout: float | None = None) -> Any:
@@ -146,13 +148,18 @@ class MySQLStore:
 
     def add(self, text: str, key: str | None = None) -> tuple[Item, bool]:
         """Insert a row; with an idempotency key, a key seen before returns its row instead (created=False)."""
-        if time.monotonic() < self._write_down_until:
-            raise StoreUnavailable("the write server did not answer a moment ago (not tried again yet)")
+        with self._write_lock:
+            now = time.monotonic()
+            if now < self._write_down_until:
+                raise StoreUnavailable("the write server could not be reached a moment ago (not tried again yet)")
+            if self._write_down_until:  # it was down: this write is the one trial, the others fail fast meanwhile
+                self._write_down_until = now + self._write_db.connect_timeout
         try:
             conn = self._connect(self._write_db)
         except StoreUnavailable:
             self._write_down_until = time.monotonic() + self.WRITE_RETRY_AFTER
             raise
+        self._write_down_until = 0.0
         import pymysql
 
         select = "SELECT id, text, created_at FROM items WHERE "

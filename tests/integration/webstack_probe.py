@@ -259,6 +259,7 @@ class LoadLoop:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._workers: list[threading.Thread] = []
+        self.launched = 0  # requests started; once the loop has ended, each has its outcome (see `finished`)
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _one(self, write: bool) -> None:
@@ -270,7 +271,7 @@ class LoadLoop:
             else:
                 status = request(self.address, "GET", self.path, timeout=self.timeout, cafile=self.cafile).status
             error = ""
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:  # every way a request can fail is an outcome
             status, error = None, repr(exc)
         with self._lock:
             self.outcomes.append(Outcome(start, time.monotonic() - start, status, error, write))
@@ -281,6 +282,7 @@ class LoadLoop:
             start = time.monotonic()
             write = self.write_every > 0 and launched % self.write_every == self.write_every - 1
             launched += 1
+            self.launched = launched
             if self.overlap:
                 worker = threading.Thread(target=self._one, args=(write,), daemon=True)
                 worker.start()
@@ -298,6 +300,14 @@ class LoadLoop:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(timeout=2 * self.timeout + 10)
+
+    def finished(self) -> list[Outcome]:
+        """The outcomes once the loop has ended; raises if a request started has none (still hanging)."""
+        with self._lock:
+            outcomes = list(self.outcomes)
+        if len(outcomes) != self.launched:
+            raise AssertionError(f"{self.launched - len(outcomes)} request(s) of {self.launched} never finished")
+        return outcomes
 
     @property
     def failed(self) -> list[Outcome]:
@@ -373,13 +383,17 @@ def cut_off(container: str) -> Iterator[None]:
     of its veth); the link stays up, as when the host hangs off a dead switch port or a partitioned network."""
     ends = [["docker", "exec", container, "tc", "qdisc", "{}", "dev", "eth0", "root"],
             ["tc", "qdisc", "{}", "dev", host_side_interface(container), "root"]]
-    for end in ends:
-        subprocess.run([arg.format("add") for arg in end] + ["blackhole"], check=True, capture_output=True)
+    applied: list[list[str]] = []
     try:
+        for end in ends:
+            subprocess.run([arg.format("replace") for arg in end] + ["blackhole"], check=True, capture_output=True)
+            applied.append(end)
         yield
     finally:
-        for end in ends:
-            subprocess.run([arg.format("del") for arg in end], check=False, capture_output=True)
+        left = [end for end in applied
+                if subprocess.run([arg.format("del") for arg in end], check=False, capture_output=True).returncode]
+        if left:
+            raise OSError(f"{container} may still be cut off: could not remove {left}")
 
 
 @contextmanager

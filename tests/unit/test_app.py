@@ -298,6 +298,17 @@ def test_writes_fail_at_once_for_a_while_after_the_write_server_did_not_answer(
             mysql.add("x")
     assert tries == ["primary"]  # one connect timeout, then 503 at once: workers stay free for reads
     clock[0] += mysql.WRITE_RETRY_AFTER
+    during_trial: list[str] = []
+
+    def trial(settings: DBSettings, timeout: float | None = None) -> Any:
+        tries.append(settings.host)
+        try:
+            mysql.add("y")  # another thread's write while the trial connects: refused at once
+        except store_module.StoreUnavailable as exc:
+            during_trial.append(str(exc))
+        raise store_module.StoreUnavailable("cannot connect")
+
+    monkeypatch.setattr(store_module.MySQLStore, "_connect", staticmethod(trial))
     with pytest.raises(StoreError):
         mysql.add("x")
-    assert tries == ["primary", "primary"]  # tried again after the period
+    assert tries == ["primary", "primary"] and len(during_trial) == 1  # one trial after the period

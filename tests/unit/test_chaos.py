@@ -45,7 +45,18 @@ def test_a_spof_that_cost_no_request_means_the_report_is_wrong() -> None:
     ok, why = chaos.verdict(loss(design.SITE_DOWN, None), chaos.observe(steady(), LOST_AT, 0))
     assert not ok and "single point of failure" in why
     down = [*steady(), outcome(101.0, 1.0, None)]
-    assert chaos.verdict(loss(design.SITE_DOWN, None), chaos.observe(down, LOST_AT, 0))[0]
+    assert chaos.verdict(loss(design.SITE_DOWN, None), chaos.observe(down, LOST_AT, 0, returned_at=106.0))[0]
+    # A failure before the loss or after the host's return does not make it a single point of failure.
+    around = [*steady(), outcome(99.5, 0.1, 503), outcome(107.0, 0.1, 503)]
+    seen = chaos.observe(around, LOST_AT, 0, began=99.8, returned_at=106.0)
+    assert seen.failed_while_lost == 0 and not chaos.verdict(loss(design.SITE_DOWN, None), seen)[0]
+
+
+def test_only_a_request_under_way_when_the_loss_began_counts_as_in_flight() -> None:
+    outcomes = [*steady(), outcome(99.5, 0.1, 503, write=True), outcome(99.7, 5.0, 504, write=True),
+                outcome(99.9, 1.0, 504, write=True)]
+    seen = chaos.observe(outcomes, LOST_AT, 0, began=99.8)
+    assert seen.failed_in_flight == 2  # the one that had ended before the kill began is not excused
 
 
 def test_writes_down_needs_failed_writes_and_no_failed_read() -> None:
