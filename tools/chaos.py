@@ -14,7 +14,8 @@ back is measured too.
 Each case is compared with what tools/design.py says losing that host does (from the same inventory):
 - site down: requests sent while the host is lost must fail (if none does, the report is wrong);
 - writes down: no read fails, and writes do;
-- failover gap: answers stop for no longer than the stated gap, and no request started after it fails;
+- failover gap: answers stop for no longer than the stated gap (when the host is lost, and when it takes the VIP
+  back), and no request started after the gap fails while the host is away;
 - nothing / monitoring down: no read fails and no write started after the loss fails.
 A request under way when the loss began is counted apart: a write is never replayed (it may fail: the
 client cannot know whether it was applied), and a connection held by a load balancer dies with it.
@@ -79,7 +80,7 @@ class Observed:
     writes: int
     writes_failed: int
     failed_in_flight: int  # failed requests that were under way when the loss began
-    failed_late: int  # failed requests started after the loss + the stated gap
+    failed_late: int  # failed requests started after the loss + the stated gap, before the host's return
     max_gap_s: float
     failed_while_lost: int = 0  # failed requests started between the loss and the host's return
     back_after_s: float = 0.0  # from the host's return until the stack was healthy
@@ -93,7 +94,8 @@ class Observed:
     def text(self) -> str:
         reads = self.requests - self.writes
         return (f"reads {self.reads_failed}/{reads} failed, writes {self.writes_failed}/{self.writes} failed"
-                + (f" ({self.failed_in_flight} in flight at the loss)" if self.failed_in_flight else "")
+                + (f" ({self.failed_in_flight} of them under way when the loss began)" if self.failed_in_flight
+                   else "")
                 + f", longest gap {self.max_gap_s:.2f} s"
                 + (f"; failures: {', '.join(self.failures)}, started {self.failed_between_s[0]:+.1f} to "
                    f"{self.failed_between_s[1]:+.1f} s from the loss" if self.failures else ""))
@@ -118,7 +120,7 @@ def observe(outcomes: Sequence[probe.Outcome], lost_at: float, gap_s: float, bac
         writes=sum(1 for o in outcomes if o.write),
         writes_failed=sum(1 for o in failed if o.write),
         failed_in_flight=len(in_flight),
-        failed_late=sum(1 for o in failed if o.started > lost_at + gap_s),
+        failed_late=sum(1 for o in failed if lost_at + gap_s < o.started <= returned_at),
         failed_while_lost=sum(1 for o in failed if began <= o.started <= returned_at),
         max_gap_s=round(max(gaps, default=0.0), 2),
         back_after_s=round(back_after_s, 1),
@@ -146,6 +148,8 @@ def verdict(loss: design.Loss, seen: Observed) -> tuple[bool, str]:
             return False, f"nobody was answered for {seen.max_gap_s:.2f} s, more than the stated {gap} s"
         if seen.failed_late:
             return False, f"{seen.failed_late} request(s) started after the failover gap failed"
+        # Back, the first holder takes the VIP back (a second failover: requests under way on the other one may
+        # fail), within the same gap.
         return True, f"answered again within {gap} s"
     # nothing, monitoring down: the site does not notice
     if seen.reads_failed:  # a GET in flight is retried by the load balancer: none may fail

@@ -76,7 +76,7 @@ def expected(loss: Loss) -> str:
     if loss.effect == WRITES_DOWN:
         return "reads: 0 failed; writes: 503 until promotion"
     if loss.effect == FAILOVER:
-        return f"no answer for ≤ {loss.gap_s} s"
+        return f"no answer for ≤ {loss.gap_s} s (when it goes and when it takes the VIP back)"
     return "0 failed requests (a write in flight at that instant may fail: it is never replayed)"
 
 

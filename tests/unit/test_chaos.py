@@ -75,6 +75,9 @@ def test_a_failover_may_cost_requests_within_its_gap_only() -> None:
     late = [*within, outcome(102.0, 0.1, 503)]
     ok, why = chaos.verdict(loss(design.FAILOVER, 1.5), chaos.observe(late, LOST_AT, 1.5))
     assert not ok and "after the failover gap" in why
+    # Back at 106 s, it takes the VIP back: a request under way on the other load balancer may fail then.
+    handback = [*within, outcome(106.3, 0.2, None)]
+    assert chaos.verdict(loss(design.FAILOVER, 1.5), chaos.observe(handback, LOST_AT, 1.5, returned_at=106.0))[0]
     too_long = [o for o in steady() if not 100.0 <= o.started < 102.0]
     ok, why = chaos.verdict(loss(design.FAILOVER, 1.5), chaos.observe(too_long, LOST_AT, 1.5))
     assert not ok and "more than the stated 1.5 s" in why
