@@ -1,11 +1,20 @@
 # webstack: one command for the lab, one for the tests.
 #   make lab STAGE=0        containers for a stage + converge + smoke check
 #   make lab-down STAGE=0   remove them
-#   make test               everything CI runs
+#   make lab-smoke STAGE=0  the smoke check again, on a running lab
+#   make test               everything CI runs (lint syntax unit molecule)
+#   make lint               yamllint, ansible-lint (production), ruff (ruff.toml), mypy --strict
+#   make syntax             ansible-playbook --syntax-check of every playbook
+#   make unit               pytest tests/unit
+#   make molecule           the Molecule scenarios of MOLECULE_SCENARIOS (a table of times at the end)
+#   make images             the local Debian 12 and 13 systemd images (debootstrap, docker import)
 #   make repl-status STAGE=1  replication state of the lab's replicas
 #   make design STAGE=3     design report + diagram of a stage (INVENTORY=path for any), in build/design/
+#   make design-docs        the four stages' reports and diagrams under docs/design/ (committed)
 #   make chaos STAGE=1      each host of a running lab killed, then cut off, under load: checked against make design
 #   make bench              converge, serving and failover benchmarks of stages 1 and 3 (BENCH_STAGES), to build/bench.json
+#   make venv               the Python tools in .venv (requirements.txt); make graphviz: Debian's dot
+#   make clean              remove build/
 SHELL := /bin/bash
 STAGE ?= 0
 VENV ?= .venv
@@ -32,7 +41,7 @@ help:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-runtime.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
@@ -59,8 +68,13 @@ images:
 lint: venv
 	yamllint --strict .
 	ansible-lint --profile production
-	ruff check app filter_plugins roles/*/filter_plugins tools tests molecule
+	ruff check app filter_plugins roles/*/filter_plugins tools tests molecule  # rules: ruff.toml
 	mypy --strict --ignore-missing-imports app/foobar_app filter_plugins roles/ufw/filter_plugins roles/keepalived/filter_plugins tools
+	MYPYPATH=app:filter_plugins:tools:tests/integration:roles/ufw/filter_plugins:roles/keepalived/filter_plugins \
+	  mypy --strict --ignore-missing-imports --explicit-package-bases tests/unit tests/integration
+	@# Each scenario's verifier on its own (they all have a conftest module).
+	for tests in molecule/*/tests; do MYPYPATH=tools:tests/integration:$$tests \
+	  mypy --strict --ignore-missing-imports --explicit-package-bases $$tests || exit 1; done
 
 syntax: venv
 	@for pb in site.yml playbooks/*.yml; do \

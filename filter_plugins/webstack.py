@@ -149,7 +149,8 @@ def firewall_rules(flows: Iterable[Mapping[str, Any]], groups: Mapping[str, Iter
     for flow in flows:
         proto = str(flow.get("proto", "tcp"))
         if proto not in FIREWALL_PROTOS:
-            raise ValueError(f"firewall_rules: flow {dict(flow)} has proto {proto!r}, expected one of {FIREWALL_PROTOS}")
+            raise ValueError(
+                f"firewall_rules: flow {dict(flow)} has proto {proto!r}, expected one of {FIREWALL_PROTOS}")
         port = _flow_port(flow, proto)
         group = flow.get("from_group")
         if not group:

@@ -12,7 +12,8 @@ VRRP settings and the tuned ones (VRRPv3, 0.25 s adverts), each with requests st
 
 Serving: wrk (Debian package) from the controller, bounded by --duration, against one web server
 directly and against the load balancer. Failover: GETs (10/s) through the load balancer while the primary's
-host is cut off the network (docker network disconnect), and the POST latency meanwhile. Converge: the raw `apt-get install` time of each host's packages on
+host is cut off the network (docker network disconnect), and the POST latency meanwhile. Converge: the raw
+`apt-get install` time of each host's packages on
 fresh containers (the floor) vs a fresh `make lab` converge, and an idempotent re-run.
 Traffic goes only to the lab's own containers.
 """
@@ -218,7 +219,7 @@ def package_floor(stage: int, release: str) -> dict[str, Any]:
 
         start = time.monotonic()
         with ThreadPoolExecutor(len(names)) as pool:
-            per_host = list(pool.map(install, zip(names, hosts)))
+            per_host = list(pool.map(install, zip(names, hosts, strict=True)))
         return {"wall_s": round(time.monotonic() - start, 1), "per_host_s": [round(t, 1) for t in per_host]}
     finally:
         subprocess.run(["docker", "rm", "-f", *names], capture_output=True, check=False)
@@ -231,7 +232,8 @@ PEER_RERUN_S = 15.5
 
 def targets(floor_s: float) -> dict[str, float]:
     """Converge targets scaled to this run's package floor: fresh <= 1.5x floor, re-run <= half the peer's."""
-    return {"fresh_max_s": round(1.5 * floor_s, 1), "rerun_max_s": round(0.5 * PEER_RERUN_S * floor_s / PEER_FLOOR_S, 1)}
+    return {"fresh_max_s": round(1.5 * floor_s, 1),
+            "rerun_max_s": round(0.5 * PEER_RERUN_S * floor_s / PEER_FLOOR_S, 1)}
 
 
 def site_command(stage: int, *extra: str) -> tuple[list[str], dict[str, str]]:

@@ -8,7 +8,8 @@ For each host in turn and each mode: a bounded request loop through the site's e
 fifth request a write), the host's container killed (`docker kill`; then started again) or cut off the network
 (every packet dropped, the interface stays up), the failed requests and the longest time nobody was answered
 measured, the host brought back and the stack waited for (every server UP on every load balancer, replication
-running, the VIP on its first holder, every app server answering reads through the site, a write answered). The load keeps running until the stack is healthy again, so a host coming
+running, the VIP on its first holder, every app server answering reads through the site, a write answered). The
+load keeps running until the stack is healthy again, so a host coming
 back is measured too.
 
 Each case is compared with what tools/design.py says losing that host does (from the same inventory):
@@ -325,7 +326,8 @@ def lab_target(stage: int) -> Target:
     if missing:
         raise SystemExit(f"chaos: the stage {stage} lab is not up ({', '.join(missing)} missing): "
                          f"run make lab STAGE={stage} first")
-    model = design.collect(ROOT / "inventories" / f"stage{stage}", ROOT / "build" / "chaos" / f"stage{stage}-model.json")
+    model = design.collect(ROOT / "inventories" / f"stage{stage}",
+                           ROOT / "build" / "chaos" / f"stage{stage}-model.json")
     cafile = str(lab.pebble_root(stage)) if model.get("tls") else None
     return Target(model, {h.name: h.container for h in hosts}, lab.entry_address(stage), cafile)
 

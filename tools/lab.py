@@ -124,14 +124,15 @@ def entry_host(hosts: list[LabHost]) -> LabHost:
 def run_args(host: LabHost, image: str, pubkey: Path, entry: bool, address: str = "") -> list[str]:
     """The docker run command line for one host (at `address`, else one docker picks)."""
     args = ["docker", "run", "-d", "--name", host.container, "--hostname", host.name,
-            "--network", network_name(host.stage), *(["--ip", address] if address else []), "--label", f"{PREFIX}.stage={host.stage}",
+            "--network", network_name(host.stage), *(["--ip", address] if address else []),
+            "--label", f"{PREFIX}.stage={host.stage}",
             *SYSTEMD_FLAGS, "-v", f"{pubkey}:/etc/webstack-lab/authorized_keys:ro"]
     if "loadbalancers" in host.groups:
         args += ["--sysctl", "net.ipv4.ip_nonlocal_bind=1"]
     if entry:
         for alias in ENTRY_ALIASES:
             args += ["--network-alias", alias]
-    return args + [image]
+    return [*args, image]
 
 
 def lab_vars(stage: int) -> dict[str, Any]:

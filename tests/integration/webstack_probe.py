@@ -14,8 +14,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -429,8 +429,10 @@ def lose_vip_holder(case: str, containers: list[str], vip: str, address: str, ca
     holder is back; whether it takes the VIP back is the caller's to check)."""
     first = wait_for_holder(containers, vip)
     others = [c for c in containers if c != first]
-    failure = {"haproxy-stopped": lambda: service_stopped(first, "haproxy"), "holder-killed": lambda: killed(first),
-               "holder-cut-off": lambda: cut_off(first)}[case]
+    failures: dict[str, Callable[[], AbstractContextManager[None]]] = {
+        "haproxy-stopped": lambda: service_stopped(first, "haproxy"), "holder-killed": lambda: killed(first),
+        "holder-cut-off": lambda: cut_off(first)}
+    failure = failures[case]
     with LoadLoop(address, interval=0.05, limit=1200, timeout=2, cafile=cafile, overlap=True) as load:
         time.sleep(1)
         with failure():

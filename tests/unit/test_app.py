@@ -176,7 +176,7 @@ def test_settings_read_db_defaults_to_write_db() -> None:
 
 
 def test_settings_name_the_missing_key() -> None:
-    with pytest.raises(ValueError, match="write_db.password"):
+    with pytest.raises(ValueError, match=r"write_db\.password"):
         parse_settings({"write_db": {"host": "a", "user": "u", "database": "d"}})
 
 
@@ -193,7 +193,8 @@ class FakeDriver:
         pass
 
     def __init__(self, accepted: str, code: int = 1045) -> None:
-        self.accepted, self.code, self.tried = accepted, code, []
+        self.accepted, self.code = accepted, code
+        self.tried: list[str] = []
 
     def connect(self, **kwargs: Any) -> str:
         self.tried.append(kwargs["password"])
@@ -245,7 +246,7 @@ def test_reads_fall_back_to_the_write_server_and_skip_a_dead_replica_for_a_while
 
     clock = [100.0]
     monkeypatch.setattr(store_module.MySQLStore, "_run", run)
-    monkeypatch.setattr(store_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr("foobar_app.store.time.monotonic", lambda: clock[0])
     mysql = store_module.MySQLStore(_db("primary"), _db("replica"))
     mysql.ping_read(0.5)
     assert calls == [("replica", 0.25), ("primary", 0.25)]
@@ -291,7 +292,7 @@ def test_writes_fail_at_once_for_a_while_after_the_write_server_did_not_answer(
 
     clock = [100.0]
     monkeypatch.setattr(store_module.MySQLStore, "_connect", staticmethod(connect))
-    monkeypatch.setattr(store_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr("foobar_app.store.time.monotonic", lambda: clock[0])
     mysql = store_module.MySQLStore(_db("primary"), _db("replica"))
     for _ in range(3):
         with pytest.raises(store_module.StoreUnavailable):

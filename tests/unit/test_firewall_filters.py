@@ -56,7 +56,8 @@ def test_role_values_keeps_equal_items_once(tmp_path: Path) -> None:
 
 def test_role_values_is_role_packages_generalised() -> None:
     roles = ["nginx", "app", "mysql"]
-    assert webstack.role_values(roles, str(ROLES_DIR), {}, "packages") == webstack.role_packages(roles, str(ROLES_DIR), {})
+    packages = webstack.role_packages(roles, str(ROLES_DIR), {})
+    assert webstack.role_values(roles, str(ROLES_DIR), {}, "packages") == packages
 
 
 def test_role_values_names_what_is_missing_or_wrong(tmp_path: Path) -> None:
@@ -65,7 +66,7 @@ def test_role_values_names_what_is_missing_or_wrong(tmp_path: Path) -> None:
         webstack.role_values(["x"], str(tmp_path), {}, "firewall_flows")
     with pytest.raises(ValueError, match="nosuchrole_firewall_flows"):
         webstack.role_values(["nosuchrole"], str(tmp_path), {}, "firewall_flows")
-    with pytest.raises(TypeError, match="x_firewall_flows .* must be a list"):
+    with pytest.raises(TypeError, match=r"x_firewall_flows .* must be a list"):
         webstack.role_values(["x"], str(tmp_path), {"x_firewall_flows": "80/tcp"}, "firewall_flows")
 
 
@@ -107,7 +108,8 @@ def test_any_is_one_rule_without_addresses_and_sorts_first() -> None:
 
 
 def test_proto_defaults_to_tcp_and_udp_is_kept_apart() -> None:
-    flows = [{"port": "53", "from_group": "webservers"}, {"port": 53, "proto": "udp", "from_group": "webservers"}]
+    flows: list[dict[str, Any]] = [{"port": "53", "from_group": "webservers"},
+                                   {"port": 53, "proto": "udp", "from_group": "webservers"}]
     rules = webstack.firewall_rules(flows, GROUPS, HOSTVARS, self_host="web-02")
     assert [(r["port"], r["proto"], r["from"]) for r in rules] == [(53, "tcp", "10.0.0.11"), (53, "udp", "10.0.0.11")]
 
@@ -187,15 +189,15 @@ def test_stale_rules_are_exactly_the_undeclared_ones() -> None:
     stale = ufw.ufw_stale_rules(TUPLES, wanted)
     assert [s["line"].split()[3:6] for s in stale] == [
         ["allow", "tcp", "3306"], ["allow_log", "tcp", "9000:9010"], ["allow", "udp", "5000"], ["allow", "udp", "5000"]]
-    assert stale[0] == {"line": TUPLES.splitlines()[3], "delete": True, "unsupported": "", "rule": "allow", "log": False,
-                        "route": False, "from_ip": "10.251.40.13", "to_ip": "0.0.0.0/0", "direction": "in",
-                        "to_port": "3306", "proto": "tcp"}
+    assert stale[0] == {"line": TUPLES.splitlines()[3], "delete": True, "unsupported": "", "rule": "allow",
+                        "log": False, "route": False, "from_ip": "10.251.40.13", "to_ip": "0.0.0.0/0",
+                        "direction": "in", "to_port": "3306", "proto": "tcp"}
     assert stale[1]["log"] is True and stale[1]["from_ip"] == "10.9.0.0/16"
     assert stale[2]["interface"] == "eth0" and stale[3]["from_ip"] == "::/0" and stale[3]["to_ip"] == "::/0"
 
 
 def test_nothing_is_stale_when_everything_is_declared() -> None:
-    lines = "\n".join(TUPLES.splitlines()[:3] + [TUPLES.splitlines()[6]])
+    lines = "\n".join([*TUPLES.splitlines()[:3], TUPLES.splitlines()[6]])
     assert ufw.ufw_stale_rules(lines, ufw.ufw_wanted_rules(WANTED_RULES, 22, ["10.251.40.1/32"])) == []
 
 
@@ -204,7 +206,8 @@ def test_only_rules_ufw_lacks_or_holds_with_another_comment_are_added() -> None:
     # SSH is held with its comment; 3306 is held with a different (here: undecodable) comment; 80 has none.
     assert [r["port"] for r in ufw.ufw_missing_rules(TUPLES, wanted)] == [3306, 80]
     held = "\n".join(f"### tuple ### allow tcp {p} {d} any {s} in comment={c.encode().hex()}" for p, d, s, c in [
-        (22, "0.0.0.0/0", "10.251.40.1", "ssh admin"), (3306, "0.0.0.0/0", "10.251.40.12", "webstack appservers app-01"),
+        (22, "0.0.0.0/0", "10.251.40.1", "ssh admin"),
+        (3306, "0.0.0.0/0", "10.251.40.12", "webstack appservers app-01"),
         (80, "0.0.0.0/0", "0.0.0.0/0", "webstack any")])
     # 80 from any needs its IPv6 twin as well.
     assert [r["port"] for r in ufw.ufw_missing_rules(held, wanted)] == [80]
@@ -237,7 +240,8 @@ def test_rules_the_module_cannot_delete_are_flagged() -> None:
     ([{"port": 53, "proto": "udp", "from": "db-01"}], ["any"], 22, "ufw_rules[0]: from 'db-01'"),
     ([{"port": 53, "proto": "udp", "from": "any", "comment": "it's"}], ["any"], 22, "single quote"),
 ])
-def test_rule_errors_name_the_variable(rules: list[dict[str, Any]], sources: list[str], port: int, message: str) -> None:
+def test_rule_errors_name_the_variable(rules: list[dict[str, Any]], sources: list[str], port: int,
+                                       message: str) -> None:
     errors = ufw.ufw_rule_errors(rules, sources, port)
     assert any(message in error for error in errors), errors
 
@@ -274,7 +278,8 @@ def test_status_parsing_and_logging_comparison() -> None:
     ("sshd", {"sshd_allow_users": []}, "sshd_allow_users must list at least one account"),
 ])
 def test_bad_input_fails_before_any_change(role: str, extra: dict[str, Any], message: str) -> None:
-    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROLES_DIR), ANSIBLE_FILTER_PLUGINS=str(ROLES_DIR.parent / "filter_plugins"),
+    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROLES_DIR),
+               ANSIBLE_FILTER_PLUGINS=str(ROLES_DIR.parent / "filter_plugins"),
                ANSIBLE_NOCOLOR="1", ANSIBLE_CALLBACK_RESULT_FORMAT="json")
     result = subprocess.run(
         ["ansible-playbook", "-i", "localhost,", "-c", "local", "--check",

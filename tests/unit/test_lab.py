@@ -79,8 +79,9 @@ def test_role_docs_table_lists_each_variable(tmp_path: Path) -> None:
 
     specs = tmp_path / "argument_specs.yml"
     specs.write_text("---\nargument_specs:\n  main:\n    options:\n      x_port:\n        type: int\n"
-                     "        default: 80\n        description: Port to listen on.\n      x_names:\n        type: list\n"
-                     "        elements: str\n        default: [a]\n        description: Names | aliases.\n")
+                     "        default: 80\n        description: Port to listen on.\n      x_names:\n"
+                     "        type: list\n        elements: str\n        default: [a]\n"
+                     "        description: Names | aliases.\n")
     table = role_docs.variables_table(specs).splitlines()
     assert table[2] == "| `x_port` | int | `80` | Port to listen on. |"
     assert table[3] == '| `x_names` | list of str | `["a"]` | Names \\| aliases. |'
@@ -133,13 +134,13 @@ def test_the_virtual_ip_comes_from_the_inventory_and_stays_out_of_dockers_range(
     assert lab.inventory_vip(document) == "10.250.3.100"
     assert lab.inventory_vip({"_meta": {"hostvars": {"web-01": {"webstack_stage": 0}}}}) == ""
     assert ipaddress.ip_address("10.250.3.100") not in ipaddress.ip_network(lab.container_range(3))
-    assert ipaddress.ip_network(lab.container_range(3)).subnet_of(ipaddress.ip_network(lab.subnet(3)))
+    assert ipaddress.IPv4Network(lab.container_range(3)).subnet_of(ipaddress.IPv4Network(lab.subnet(3)))
 
 
 def test_hosts_have_fixed_addresses_outside_dockers_range_and_below_the_vip() -> None:
     assert lab.host_address(3, 0) == "10.250.3.64"
-    last = ipaddress.ip_address(lab.host_address(3, lab.HOSTS_MAX - 1))
-    assert last < ipaddress.ip_address("10.250.3.100")
+    last = ipaddress.IPv4Address(lab.host_address(3, lab.HOSTS_MAX - 1))
+    assert last < ipaddress.IPv4Address("10.250.3.100")
     assert ipaddress.ip_address(lab.host_address(3, 0)) not in ipaddress.ip_network(lab.container_range(3))
     with pytest.raises(ValueError, match="at most"):
         lab.host_address(3, lab.HOSTS_MAX)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "tasks" / "main.yml").exists())
 
 
-def load(path: Path) -> dict:
+def load(path: Path) -> dict[str, Any]:
     return dict(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
 
 
@@ -70,7 +71,7 @@ BAD_INPUT = [
 ]
 
 
-def run_role(role: str, extra: dict) -> subprocess.CompletedProcess[str]:
+def run_role(role: str, extra: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_FILTER_PLUGINS=str(ROOT / "filter_plugins"),
                ANSIBLE_NOCOLOR="1", ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks")
     return subprocess.run(
@@ -81,7 +82,7 @@ def run_role(role: str, extra: dict) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(("role", "extra", "variable"), BAD_INPUT)
-def test_bad_input_fails_before_any_change(role: str, extra: dict, variable: str) -> None:
+def test_bad_input_fails_before_any_change(role: str, extra: dict[str, Any], variable: str) -> None:
     result = run_role(role, extra)
     out = result.stdout
     assert result.returncode != 0, out

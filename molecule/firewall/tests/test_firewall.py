@@ -85,8 +85,9 @@ def converge(*extra: str) -> tuple[subprocess.CompletedProcess[str], dict[str, d
 
 def ssh(target: str, *options: str, command: str = "hostname") -> subprocess.CompletedProcess[str]:
     key = RUNNER.get_variables(target)["ansible_ssh_private_key_file"]
-    return subprocess.run(["ssh", "-i", key, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=5",
-                           "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+    return subprocess.run(["ssh", "-i", key, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+                           "-o", "ConnectTimeout=5", "-o", "StrictHostKeyChecking=no",
+                           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
                            *options, f"debian@{address(target)}", command],
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, check=False)
 

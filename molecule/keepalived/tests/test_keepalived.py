@@ -33,7 +33,13 @@ CONVERGE = Path(__file__).resolve().parents[1] / "converge.yml"
 # The loops measure what clients really saw.
 FAILOVER_BOUND = 6.0
 MOVE_TIMEOUT = 12.0
-LOOP = {"path": "/", "interval": 0.1, "timeout": 1.0, "limit": 100}
+
+
+def request_loop() -> probe.LoadLoop:
+    """The request loop of every failover measurement here: GET / every 0.1 s, 1 s timeout, at most 100."""
+    return probe.LoadLoop(VIP, path="/", interval=0.1, timeout=1.0, limit=100)
+
+
 # A drop-in that keeps a killed HAProxy dead (the packaged unit restarts it: Restart=always).
 NO_RESTART = "/run/systemd/system/haproxy.service.d/zz-test-no-restart.conf"
 
@@ -96,14 +102,14 @@ def settled_on_lb1() -> None:
     assert probe.wait_for(lambda: served_by() == LB1, timeout=10, interval=0.2)
 
 
-def failover_and_back(case: str, break_lb1: Callable[[], None], repair_lb1: Callable[[], None],
+def failover_and_back(case: str, break_lb1: Callable[[], object], repair_lb1: Callable[[], object],
                       lb1_state_while_broken: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Break lb-01 under a request loop and measure the move to lb-02; repair it under another loop and
     measure the move back. The repair always runs."""
     settled_on_lb1()
     repaired = False
     try:
-        with probe.LoadLoop(VIP, **LOOP) as loop:
+        with request_loop() as loop:
             time.sleep(1.0)
             break_lb1()
             moved = wait_holder(LB2)
@@ -116,7 +122,7 @@ def failover_and_back(case: str, break_lb1: Callable[[], None], repair_lb1: Call
         if lb1_state_while_broken:
             assert probe.wait_for(lambda: state(LB1) == lb1_state_while_broken, timeout=5, interval=0.1), state(LB1)
         assert served_by() == LB2
-        with probe.LoadLoop(VIP, **LOOP) as back_loop:
+        with request_loop() as back_loop:
             time.sleep(1.0)
             repaired = True
             repair_lb1()
@@ -204,7 +210,7 @@ def test_haproxy_killed_and_restarted_by_systemd_keeps_the_vip() -> None:
     (2 x 1 s) runs out, so the VIP stays on lb-01 and clients see one short blip at most."""
     settled_on_lb1()
     before = sh(LB1, "systemctl show -p MainPID --value haproxy").strip()
-    with probe.LoadLoop(VIP, **LOOP) as loop:
+    with request_loop() as loop:
         time.sleep(1.0)
         sh(LB1, f"kill -9 {before}")
         restarted = probe.wait_for(

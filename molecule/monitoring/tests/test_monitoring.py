@@ -105,7 +105,8 @@ def test_instance_down_reaches_alertmanager(db_host: Any) -> None:
         fired = time.monotonic() - start
     assert probe.wait_for(lambda: target_health()[("node", instance)] == "up", timeout=WAIT)
     assert probe.wait_for(lambda: not alert_active("InstanceDown", instance=instance), timeout=WAIT)
-    print(f"InstanceDown in Alertmanager {fired:.1f} s after the stop; resolved {time.monotonic() - start - fired:.1f} s later")
+    resolved = time.monotonic() - start - fired
+    print(f"InstanceDown in Alertmanager {fired:.1f} s after the stop; resolved {resolved:.1f} s later")
 
 
 def test_dead_haproxy_backend_alerts() -> None:

@@ -136,7 +136,8 @@ def test_deploy_hook_killed_mid_write_leaves_haproxy_reloadable(lb: str, pebble_
     script = (f"set -e; mv {live}/fullchain.pem {live}/fullchain.pem.keep; mkfifo {live}/fullchain.pem; "
               f"RENEWED_LINEAGE={live} /usr/local/lib/webstack/certbot-deploy-hook >/dev/null 2>&1 & hook=$!; "
               f"sleep 1; kill -9 $hook; pkill -9 -f \"^cat {live}/fullchain.pem\" || true; sleep 0.5; "
-              f"rm -f {live}/fullchain.pem; mv {live}/fullchain.pem.keep {live}/fullchain.pem; ls -A /etc/haproxy/certs")
+              f"rm -f {live}/fullchain.pem; mv {live}/fullchain.pem.keep {live}/fullchain.pem; "
+              "ls -A /etc/haproxy/certs")
     lb_host = probe.node(LB)
     listing = lb_host.check_output(f"sh -c '{script}'")
     assert listing.split() == ["www.foobar.com.pem"], listing  # nothing half-written where HAProxy loads certs

@@ -109,7 +109,7 @@ def server_state(lb: str, server: str) -> str:
     shown = probe.node(lb).check_output(RUNTIME_API)
     for fields in (line.split() for line in shown.splitlines()):
         if len(fields) > 5 and fields[3] == server:
-            return {"0": "DOWN", "2": "UP"}.get(fields[5], fields[5])
+            return str({"0": "DOWN", "2": "UP"}.get(fields[5], fields[5]))
     raise AssertionError(shown)
 
 
@@ -191,7 +191,9 @@ def served_serial(address: str, cafile: str) -> str:
     context = ssl.create_default_context(cafile=cafile)
     with socket.create_connection((address, 443), timeout=5) as raw, \
             context.wrap_socket(raw, server_hostname=probe.SITE) as tls:
-        return str(tls.getpeercert()["serialNumber"]).lstrip("0").upper()
+        certificate = tls.getpeercert()
+        assert certificate is not None
+        return str(certificate["serialNumber"]).lstrip("0").upper()
 
 
 def test_a_renewal_reaches_the_other_load_balancer_without_ansible(root: str) -> None:
