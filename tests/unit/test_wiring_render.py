@@ -1,0 +1,100 @@
+"""The wiring rendered for each stage's inventory (playbooks/wiring-render.yml, no host contacted): upstreams,
+backends, database accounts, where the app reads and writes, replication, firewall rules per host."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def render(stage: int, tmp_path: Path) -> dict[str, dict[str, Any]]:
+    """Each host of inventories/stage<N> at a documentation address (192.0.2.10 + its index in name order)."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_CACHE_PLUGIN="memory", WEBSTACK_SECRETS_DIR=str(tmp_path / "secrets"))
+    inventory = str(ROOT / "inventories" / f"stage{stage}")
+    listed = subprocess.run(["ansible-inventory", "-i", inventory, "--list"], cwd=ROOT, env=env, check=True,
+                            capture_output=True, text=True, timeout=120).stdout
+    hosts = sorted({h for body in json.loads(listed).values() if isinstance(body, dict)
+                    for h in body.get("hosts", [])})
+    overlay = tmp_path / "addresses.json"
+    overlay.write_text(json.dumps({"all": {"hosts": {h: {"ansible_host": f"192.0.2.{10 + n}"}
+                                                     for n, h in enumerate(hosts)}}}), encoding="utf-8")
+    out = tmp_path / "wiring.json"
+    result = subprocess.run(["ansible-playbook", str(ROOT / "playbooks" / "wiring-render.yml"), "-i", inventory,
+                             "-i", str(overlay), "-e", json.dumps({"webstack_wiring_out": str(out)})],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert not (tmp_path / "secrets").exists() or not any((tmp_path / "secrets").iterdir())  # no secret made
+    return dict(json.loads(out.read_text(encoding="utf-8")))
+
+
+def rules(wiring: dict[str, dict[str, Any]], host: str) -> set[tuple[Any, str, str]]:
+    return {(r.get("port"), r["proto"], r["from"]) for r in wiring[host]["ufw_rules"]}
+
+
+def address(wiring: dict[str, dict[str, Any]], host: str) -> str:
+    return str(wiring[host]["address"])
+
+
+@pytest.fixture(scope="module")
+def wirings(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[str, dict[str, Any]]]:
+    return {stage: render(stage, tmp_path_factory.mktemp(f"stage{stage}")) for stage in range(4)}
+
+
+def test_stage0_one_host_talks_to_itself_over_loopback(wirings: dict[int, dict[str, dict[str, Any]]]) -> None:
+    web = wirings[0]["web-01"]
+    assert web["nginx_upstream_servers"] == ["127.0.0.1:8000"] and web["app_bind_address"] == "127.0.0.1"
+    assert (web["app_db_write_host"], web["app_db_read_host"]) == ("127.0.0.1", "127.0.0.1")
+    assert web["db_app_account_hosts"] == ["localhost", "127.0.0.1"] and web["replication_role"] == "none"
+    assert rules(wirings[0], "web-01") == {(80, "tcp", "any")}
+
+
+def test_stage1_the_lb_balances_both_web_hosts_and_the_replica_reads_locally(
+        wirings: dict[int, dict[str, dict[str, Any]]]) -> None:
+    w = wirings[1]
+    assert [(s["name"], s["address"], s["port"]) for s in w["lb-01"]["haproxy_servers"]] == [
+        ("web-01", address(w, "web-01"), 80), ("web-02", address(w, "web-02"), 80)]
+    assert w["web-02"]["replication_role"] == "replica" and w["web-02"]["replication_primary"] == address(w, "web-01")
+    assert (w["web-02"]["app_db_write_host"], w["web-02"]["app_db_read_host"]) == (address(w, "web-01"), "127.0.0.1")
+    # The primary's app account: its own app over loopback and the other web host's app by address.
+    assert w["web-01"]["db_app_account_hosts"] == ["localhost", "127.0.0.1", address(w, "web-02")]
+    assert rules(w, "web-01") == {(80, "tcp", address(w, "lb-01")), (3306, "tcp", address(w, "web-02"))}
+    assert rules(w, "lb-01") == {(80, "tcp", "any")}
+
+
+def test_stage3_each_tier_reaches_only_the_next(wirings: dict[int, dict[str, dict[str, Any]]]) -> None:
+    w = wirings[3]
+    apps, webs, lbs = ["app-01", "app-02"], ["web-01", "web-02"], ["lb-01", "lb-02"]
+    mon = address(w, "mon-01")
+    for web in webs:
+        assert w[web]["nginx_upstream_servers"] == [f"{address(w, app)}:8000" for app in apps]
+        assert rules(w, web) == {(8443, "tcp", address(w, lb)) for lb in lbs} | {(9100, "tcp", mon),
+                                                                                  (9113, "tcp", mon)}
+    for lb in lbs:
+        assert [(s["name"], s["port"]) for s in w[lb]["haproxy_servers"]] == [("web-01", 8443), ("web-02", 8443)]
+        peer = next(other for other in lbs if other != lb)
+        assert (None, "vrrp", address(w, peer)) in rules(w, lb) and (443, "tcp", "any") in rules(w, lb)
+    for app in apps:
+        assert w[app]["app_bind_address"] == address(w, app)
+        assert (w[app]["app_db_write_host"], w[app]["app_db_read_host"]) == (address(w, "db-01"), address(w, "db-02"))
+        assert rules(w, app) == {(8000, "tcp", address(w, web)) for web in webs} | {(9100, "tcp", mon)}
+    for db in ("db-01", "db-02"):
+        assert w[db]["db_app_account_hosts"] == [address(w, app) for app in apps]
+    assert (3306, "tcp", address(w, "db-02")) in rules(w, "db-01")  # replication
+    assert not any(r[0] == 3306 and r[2] in {address(w, h) for h in webs + lbs} for r in rules(w, "db-01"))
+    assert rules(w, "mon-01") == set()  # Prometheus and Alertmanager: loopback, reached over ssh -L
+
+
+def test_stage2_adds_the_monitoring_server_as_the_only_scraper(wirings: dict[int, dict[str, dict[str, Any]]]) -> None:
+    w = wirings[2]
+    mon = address(w, "mon-01")
+    scraped = {host: {r[0] for r in rules(w, host) if r[2] == mon} for host in w if host != "mon-01"}
+    assert all(9100 in ports for ports in scraped.values()), scraped
+    assert all(r[2] != mon for host in ("web-01", "web-02") for r in rules(w, host) if r[0] == 80)
