@@ -82,6 +82,9 @@ def role_packages(roles: Iterable[str], roles_dir: str, host_vars: Mapping[str, 
 def role_values(roles: Iterable[str], roles_dir: str, host_vars: Mapping[str, Any], suffix: str) -> list[Any]:
     """Concatenation of the list `<role>_<suffix>` of each role: the host's own value wins over the role default.
 
+    For tools outside Ansible (make bench's package floor) only: read from the defaults files, the values are not
+    templated. Playbooks read a role's exports as variables (playbooks/tasks/role-exports.yml).
+
     Equal items are kept once, in first-seen order.
     """
     values: list[Any] = []
@@ -273,8 +276,6 @@ class FilterModule:
             "webstack_dns_records": dns_records,
             "webstack_zone_lines": zone_lines,
             "webstack_group_roles": group_roles,
-            "webstack_role_packages": role_packages,
-            "webstack_role_values": role_values,
             "webstack_firewall_rules": firewall_rules,
             "webstack_drain_commands": drain_commands,
             "webstack_secret_fingerprints": secret_fingerprints,

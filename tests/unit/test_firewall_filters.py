@@ -70,10 +70,10 @@ def test_role_values_names_what_is_missing_or_wrong(tmp_path: Path) -> None:
         webstack.role_values(["x"], str(tmp_path), {"x_firewall_flows": "80/tcp"}, "firewall_flows")
 
 
-def test_real_service_roles_declare_their_flows() -> None:
+def test_real_service_roles_declare_their_flows_from_their_own_settings() -> None:
     flows = webstack.role_values(["nginx", "app", "mysql"], str(ROLES_DIR), {}, "firewall_flows")
-    assert {"port": 3306, "proto": "tcp", "from_group": "appservers"} in flows
-    assert {"port": 80, "proto": "tcp", "from_group": "loadbalancers"} in flows
+    assert {"port": "{{ mysql_port }}", "proto": "tcp", "from_group": "appservers"} in flows
+    assert {"port": "{{ nginx_listen_port }}", "proto": "tcp", "from_group": "loadbalancers"} in flows
     assert all(set(flow) == {"port", "proto", "from_group"} for flow in flows)
 
 
@@ -147,8 +147,9 @@ def test_host_without_a_usable_address_fails_naming_it() -> None:
 
 def test_filters_are_registered() -> None:
     filters = webstack.FilterModule().filters()
-    assert filters["webstack_role_values"] is webstack.role_values
     assert filters["webstack_firewall_rules"] is webstack.firewall_rules
+    # Playbooks read a role's exports as its variables, never its files: no filter reads role defaults.
+    assert "webstack_role_values" not in filters and "webstack_role_packages" not in filters
 
 
 # --- the ufw role's own filters (roles/ufw/filter_plugins/ufw_rules.py) ------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +99,26 @@ def test_stage2_adds_the_monitoring_server_as_the_only_scraper(wirings: dict[int
     scraped = {host: {r[0] for r in rules(w, host) if r[2] == mon} for host in w if host != "mon-01"}
     assert all(9100 in ports for ports in scraped.values()), scraped
     assert all(r[2] != mon for host in ("web-01", "web-02") for r in rules(w, host) if r[0] == 80)
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    ({}, {(80, "any"), (443, "any"), (8404, "monitoring")}),
+    ({"haproxy_stats_bind": ":9101"}, {(80, "any"), (443, "any"), (9101, "monitoring")}),
+])
+def test_a_roles_flows_are_its_variables_built_from_its_settings(
+        tmp_path: Path, settings: dict[str, str], expected: set[tuple[int, str]]) -> None:
+    """What a third-party playbook gets from the haproxy role alone: its exports, templated for the host."""
+    playbook = tmp_path / "flows.yml"
+    out = tmp_path / "flows.json"
+    playbook.write_text(
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.include_role: {name: haproxy, tasks_from: exports, public: true}\n"
+        f"    - ansible.builtin.copy: {{content: '{{{{ haproxy_firewall_flows | to_json }}}}', dest: '{out}'}}\n",
+        encoding="utf-8")
+    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_NOCOLOR="1")
+    extra = json.dumps({**settings, "ansible_python_interpreter": sys.executable})
+    result = subprocess.run(["ansible-playbook", "-i", "localhost,", "-c", "local", str(playbook), "-e", extra],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    flows = json.loads(out.read_text(encoding="utf-8"))
+    assert {(int(f["port"]), f["from_group"]) for f in flows} == expected
