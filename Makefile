@@ -2,7 +2,8 @@
 #   make lab STAGE=0        containers for a stage + converge + smoke check
 #   make lab-down STAGE=0   remove them
 #   make lab-smoke STAGE=0  the smoke check again, on a running lab
-#   make test               everything CI runs (lint syntax unit molecule)
+#   make test               everything CI runs: make checks beside make molecule
+#   make checks             the static checks: lint syntax unit
 #   make lint               yamllint, ansible-lint (production), ruff (ruff.toml), mypy --strict
 #   make syntax             ansible-playbook --syntax-check of every playbook
 #   make unit               pytest tests/unit
@@ -33,7 +34,7 @@ BENCH_STAGES ?= 1 3
 # Lab inventory: the stage's own plus the generated connection overlay.
 LAB_INVENTORY = -i inventories/stage$(STAGE) -i build/lab/stage$(STAGE)/lab.yml
 
-.PHONY: help venv lab lab-down lab-smoke repl-status test lint unit syntax molecule images bench chaos design design-docs \
+.PHONY: help venv lab lab-down lab-smoke repl-status test lint unit syntax molecule checks images bench chaos design design-docs \
 	graphviz clean
 
 help:
@@ -87,7 +88,16 @@ unit: venv
 molecule: venv images
 	$(PYTHON) tools/molecule_run.py $(MOLECULE_SCENARIOS)
 
-test: lint syntax unit molecule
+# The static checks run beside the Molecule scenarios (those wait on containers more than on the CPU); their
+# output is printed once both are done.
+test: venv images
+	@mkdir -p $(BUILD)
+	@$(MAKE) --no-print-directory checks > $(BUILD)/checks.log 2>&1 & checks=$$!; \
+	$(MAKE) --no-print-directory molecule; molecule=$$?; \
+	wait $$checks; status=$$?; cat $(BUILD)/checks.log; \
+	echo "make test: checks exit $$status, molecule exit $$molecule"; [ $$status -eq 0 ] && [ $$molecule -eq 0 ]
+
+checks: lint syntax unit
 
 # The design report and diagram of a stage (or INVENTORY=path) under build/design/; design-docs: the four stages'
 # under docs/design/ (committed, shown in the README; a unit test fails when they are stale).

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,10 @@ def address(wiring: dict[str, dict[str, Any]], host: str) -> str:
 
 @pytest.fixture(scope="module")
 def wirings(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[str, dict[str, Any]]]:
-    return {stage: render(stage, tmp_path_factory.mktemp(f"stage{stage}")) for stage in range(4)}
+    dirs = {stage: tmp_path_factory.mktemp(f"stage{stage}") for stage in range(4)}
+    with ThreadPoolExecutor(4) as pool:  # four ansible-playbook runs at once
+        rendered = dict(zip(dirs, pool.map(lambda stage: render(stage, dirs[stage]), dirs), strict=True))
+    return rendered
 
 
 def test_stage0_one_host_talks_to_itself_over_loopback(wirings: dict[int, dict[str, dict[str, Any]]]) -> None:
