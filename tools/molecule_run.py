@@ -8,6 +8,12 @@ time nothing tight: they share the 2 cores' idle time). A concurrent scenario's 
 build/molecule-logs/<scenario>.log and is printed whole once it ends, so CI logs stay readable. Each scenario gets
 its own generated-secrets directory (WEBSTACK_SECRETS_DIR/<scenario>).
 
+Teardown is quick: a scenario's containers are all named after its networks (`<network>-<host>`, the prepare
+playbooks' extras too), so they are removed at once with `docker rm -f` before `molecule destroy` (its cleanup
+playbook, the networks, Molecule's state); at the start, a scenario with nothing left over (no container, no
+network, `molecule list` showing nothing created) needs no destroy. Never `molecule reset`: the docker driver's
+reset removes every Molecule container and network, those of the scenarios running beside it too.
+
 Why not `molecule test`: the Molecule docker driver creates and destroys containers with async tasks, which
 hang under mitogen; the plays under test (converge, idempotence, the verifier's check-mode run) are what
 mitogen speeds up. So create and destroy run with Ansible's linear strategy and the rest with the
@@ -25,17 +31,21 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import lab
 
 ROOT = Path(__file__).resolve().parent.parent
-# In order, then "destroy" whatever happened. Molecule's own sequences: `create` also prepares, `destroy` also
-# runs the scenario's cleanup playbook. Only the phases that run the plays under test use the fast strategy.
+# In order, then "destroy" whatever happened; a tested phase the scenario's test_sequence leaves out is skipped.
+# Molecule's own sequences: `create` also prepares, `destroy` also runs the scenario's cleanup playbook. Only the
+# phases that run the plays under test use the fast strategy.
 PHASES = ["destroy", "create", "converge", "idempotence", "verify"]
 ACCELERATED = {"converge", "idempotence", "verify"}
 # Scenarios that run at the same time print their one-line progress through this lock (no interleaved lines).
@@ -92,6 +102,56 @@ def secrets_dir(scenario: str, environ: dict[str, str]) -> str:
     return str(Path(environ.get("WEBSTACK_SECRETS_DIR") or ROOT / "build" / "secrets") / scenario)
 
 
+def scenario_document(scenario: str) -> dict[str, Any]:
+    path = ROOT / "molecule" / scenario / "molecule.yml"
+    document: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return document
+
+
+def scenario_phases(scenario: str) -> list[str]:
+    """PHASES, less the tested phases its test sequence leaves out (its own, else the shared .config/molecule one)."""
+    sequence = scenario_document(scenario).get("scenario", {}).get("test_sequence")
+    if sequence is None:
+        shared = yaml.safe_load((ROOT / ".config" / "molecule" / "config.yml").read_text(encoding="utf-8"))
+        sequence = shared["scenario"]["test_sequence"]
+    return [phase for phase in PHASES if phase not in ACCELERATED or phase in sequence]
+
+
+def scenario_networks(scenario: str) -> list[str]:
+    """The docker networks a scenario's platforms use; its containers are named after them (`<network>-<host>`)."""
+    document = scenario_document(scenario)
+    return sorted({network["name"] for platform in document.get("platforms", [])
+                   for network in platform.get("networks", []) + platform.get("docker_networks", [])})
+
+
+def owned(names: Iterable[str], networks: list[str]) -> list[str]:
+    """The container names that belong to a scenario with these networks."""
+    return sorted(name for name in names if any(name.startswith(f"{network}-") for network in networks))
+
+
+def docker_lines(*args: str) -> list[str]:
+    result = subprocess.run(["docker", *args], check=False, capture_output=True, text=True)
+    return result.stdout.split() if result.returncode == 0 else []
+
+
+def leftovers(networks: list[str]) -> tuple[list[str], list[str]]:
+    """The scenario's containers (any state) and networks that exist now."""
+    containers = owned(docker_lines("ps", "-a", "--format", "{{.Names}}"), networks)
+    return containers, sorted(set(networks) & set(docker_lines("network", "ls", "--format", "{{.Name}}")))
+
+
+def created_in(listing: str) -> bool:
+    """Whether `molecule list --format plain` output shows an instance created (or converged)."""
+    return any("true" in line.split()[-2:] for line in listing.splitlines() if len(line.split()) >= 2)
+
+
+def recorded_as_created(scenario: str, env: dict[str, str]) -> bool:
+    """Molecule's own state for the scenario says its instances exist (an interrupted run); unknown counts as yes."""
+    listed = subprocess.run(["molecule", "list", "-s", scenario, "--format", "plain"], cwd=ROOT, env=env,
+                            check=False, capture_output=True, text=True)
+    return listed.returncode != 0 or created_in(listed.stdout)
+
+
 def run_phase(scenario: str, phase: str, env: dict[str, str], out: IO[str] | None = None) -> tuple[bool, float]:
     start = time.monotonic()
     code = subprocess.run(["molecule", phase, "-s", scenario], cwd=ROOT, env=env, check=False, stdout=out,
@@ -112,12 +172,24 @@ def run_scenario(scenario: str, release: str, fast_env: dict[str, str], out: IO[
             result.failed = phase
         return ok
 
+    networks = scenario_networks(scenario)
+
+    def teardown() -> bool:
+        containers, _ = leftovers(networks)
+        if containers:  # killed at once; Molecule's destroy then has only its cleanup playbook and networks to do
+            subprocess.run(["docker", "rm", "-f", *containers], check=False, capture_output=True)
+        return run("destroy")
+
     try:
-        for phase in PHASES:  # the first destroy also resets Molecule's state of an earlier, interrupted run
-            if not run(phase):
+        for phase in scenario_phases(scenario):
+            # The first destroy also clears what an earlier, interrupted run left (containers, networks, Molecule's
+            # state); with none of that, there is nothing for it to do.
+            if phase == "destroy" and not any(leftovers(networks)) and not recorded_as_created(scenario, base):
+                continue
+            if not (teardown() if phase == "destroy" else run(phase)):
                 break
     finally:
-        run("destroy")
+        teardown()
     say(f"=== {scenario} on {release}: {result.total:.0f} s, {result.failed or 'passed'}")
     return result
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import molecule_run
 import pytest
+import yaml
 
 
 def test_pairs_name_a_scenario_and_a_debian_release() -> None:
@@ -32,3 +33,28 @@ def test_a_comma_joins_scenarios_that_run_at_the_same_time() -> None:
 def test_each_scenario_has_its_own_secrets() -> None:
     assert molecule_run.secrets_dir("stage1", {"WEBSTACK_SECRETS_DIR": "/x/secrets"}) == "/x/secrets/stage1"
     assert molecule_run.secrets_dir("stage0", {}).endswith("build/secrets/stage0")
+
+
+def test_a_scenarios_containers_are_named_after_its_networks() -> None:
+    names = ["webstack-m1-lb-01", "webstack-m1-web-01", "webstack-m10-x", "webstack-lab1-lb-01", "webstack-m3-pebble"]
+    assert molecule_run.owned(names, ["webstack-m1"]) == ["webstack-m1-lb-01", "webstack-m1-web-01"]
+    assert molecule_run.owned(names, ["webstack-m3"]) == ["webstack-m3-pebble"]
+
+
+@pytest.mark.parametrize("scenario", ["stage0", "stage1", "stage2", "stage3", "firewall", "keepalived", "monitoring"])
+def test_every_scenario_names_its_containers_after_its_networks(scenario: str) -> None:
+    networks = molecule_run.scenario_networks(scenario)
+    document = yaml.safe_load((molecule_run.ROOT / "molecule" / scenario / "molecule.yml").read_text())
+    platforms = [platform["name"] for platform in document["platforms"]]
+    assert networks and molecule_run.owned(platforms, networks) == sorted(platforms)
+
+
+def test_a_scenario_runs_the_tested_phases_of_its_test_sequence() -> None:
+    assert molecule_run.scenario_phases("stage1") == ["destroy", "create", "converge", "idempotence", "verify"]
+    assert molecule_run.scenario_phases("stage3") == ["destroy", "create", "converge", "verify"]
+
+
+def test_a_listing_shows_whether_an_instance_was_created() -> None:
+    assert not molecule_run.created_in("webstack-m0-web-01      docker  ansible stage0  false   false\n")
+    assert molecule_run.created_in("webstack-m1-lb-01  docker  ansible stage1  true  false\nx docker a s false false")
+    assert not molecule_run.created_in("")
