@@ -58,3 +58,12 @@ def test_a_listing_shows_whether_an_instance_was_created() -> None:
     assert not molecule_run.created_in("webstack-m0-web-01      docker  ansible stage0  false   false\n")
     assert molecule_run.created_in("webstack-m1-lb-01  docker  ansible stage1  true  false\nx docker a s false false")
     assert not molecule_run.created_in("")
+
+
+def test_no_scenario_owns_another_scenarios_or_the_labs_containers() -> None:
+    scenarios = sorted(path.parent.name for path in (molecule_run.ROOT / "molecule").glob("*/molecule.yml"))
+    platforms = {s: [p["name"] for p in molecule_run.scenario_document(s)["platforms"]] for s in scenarios}
+    for scenario in scenarios:
+        networks = molecule_run.scenario_networks(scenario)
+        others = [name for other in scenarios if other != scenario for name in platforms[other]]
+        assert molecule_run.owned([*others, "webstack-s1-lb-01", "webstack-s3-pebble"], networks) == [], scenario
