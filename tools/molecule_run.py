@@ -130,7 +130,7 @@ def owned(names: Iterable[str], networks: list[str]) -> list[str]:
 
 
 def docker_lines(*args: str) -> list[str]:
-    result = subprocess.run(["docker", *args], check=False, capture_output=True, text=True)
+    result = lab.sh(["docker", *args], check=False, capture=True)
     return result.stdout.split() if result.returncode == 0 else []
 
 
@@ -177,7 +177,7 @@ def run_scenario(scenario: str, release: str, fast_env: dict[str, str], out: IO[
     def teardown() -> bool:
         containers, _ = leftovers(networks)
         if containers:  # killed at once; Molecule's destroy then has only its cleanup playbook and networks to do
-            subprocess.run(["docker", "rm", "-f", *containers], check=False, capture_output=True)
+            lab.sh(["docker", "rm", "-f", *containers], check=False, capture=True)
         return run("destroy")
 
     try:
