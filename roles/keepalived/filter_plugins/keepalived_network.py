@@ -47,6 +47,7 @@ RANGES = {
     "keepalived_track_interval": (1, 3600, "seconds"),
     "keepalived_track_fall": (1, 1000, "runs"),
     "keepalived_track_rise": (1, 1000, "runs"),
+    "keepalived_track_soft_fall": (1, 1000, "runs"),
     "keepalived_track_weight": (-253, 253, "0 = FAULT state"),
 }
 
