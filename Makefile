@@ -10,6 +10,8 @@
 #   make molecule           the Molecule scenarios of MOLECULE_SCENARIOS (a table of times at the end)
 #   make images             the local Debian 12 and 13 systemd images (debootstrap, docker import)
 #   make repl-status STAGE=1  replication state of the lab's replicas
+#   make deploy STAGE=1     rolling deploy of app/ (REF=<git ref>: that commit's; SERIAL=<n>: hosts per batch)
+#   make rollback STAGE=1   every app host back to the release it last left
 #   make design STAGE=3     design report + diagram of a stage (INVENTORY=path for any), in build/design/
 #   make design-docs        the four stages' reports and diagrams under docs/design/ (committed)
 #   make chaos STAGE=1      each host of a running lab killed, then cut off, under load: checked against make design
@@ -34,7 +36,7 @@ BENCH_STAGES ?= 1 3
 # Lab inventory: the stage's own plus the generated connection overlay.
 LAB_INVENTORY = -i inventories/stage$(STAGE) -i build/lab/stage$(STAGE)/lab.yml
 
-.PHONY: help venv lab lab-down lab-smoke repl-status test lint unit syntax molecule checks images bench chaos design design-docs \
+.PHONY: help venv lab lab-down lab-smoke deploy rollback repl-status test lint unit syntax molecule checks images bench chaos design design-docs \
 	graphviz clean
 
 help:
@@ -55,6 +57,13 @@ lab-down: venv
 
 lab-smoke: venv
 	$(PYTHON) tools/lab.py smoke $(STAGE)
+
+deploy: venv
+	$(PYTHON) tools/lab.py play $(STAGE) playbooks/deploy.yml $(if $(REF),-e deploy_ref=$(REF)) \
+	  $(if $(SERIAL),-e deploy_serial=$(SERIAL))
+
+rollback: venv
+	$(PYTHON) tools/lab.py play $(STAGE) playbooks/rollback.yml
 
 repl-status: venv
 	ansible-playbook playbooks/replication-status.yml $(LAB_INVENTORY)

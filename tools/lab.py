@@ -4,6 +4,8 @@
     python tools/lab.py up 0      containers + converge + smoke check
     python tools/lab.py down 0    remove the stage's containers and network
     python tools/lab.py smoke 0   only the smoke check
+    python tools/lab.py play 1 playbooks/deploy.yml [ansible-playbook arguments]
+                                  a playbook against the running lab (its inventory, secrets and facts)
 
 Containers are named webstack-s<N>-<host> and sit on the network webstack-s<N> (10.250.<N>.0/24). Like a
 cloud image's first boot, each gets an admin account (`debian`, passwordless sudo) holding the generated lab key;
@@ -374,13 +376,31 @@ def down(stage: int) -> None:
     print(f"lab: removed {len(names)} container(s) and the network of stage {stage}")
 
 
+def play(stage: int, playbook: str, extra: list[str]) -> int:
+    """Run a playbook against the running lab of `stage`, as its converge does (exit status of ansible-playbook)."""
+    overlay = BUILD / f"stage{stage}" / "lab.yml"
+    if not overlay.exists():
+        raise SystemExit(f"lab: no lab of stage {stage} here ({overlay} is missing): make lab STAGE={stage} first")
+    env = dict(os.environ, **stage_env(stage), **mitogen_env())
+    cmd = ["ansible-playbook", str(ROOT / playbook), "-i", str(ROOT / "inventories" / f"stage{stage}"),
+           "-i", str(overlay), *extra]
+    return subprocess.run(cmd, cwd=ROOT, env=env, check=False).returncode
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["up", "down", "smoke", "create"])
+    parser.add_argument("action", choices=["up", "down", "smoke", "create", "play"])
     parser.add_argument("stage", type=int, choices=range(4))
+    parser.add_argument("playbook", nargs="?", help="play: the playbook, relative to the repository")
     parser.add_argument("--release", default=os.environ.get("WEBSTACK_DEBIAN", "bookworm"),
                         choices=["bookworm", "trixie"])
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.action == "play":
+        if not args.playbook:
+            parser.error("play needs a playbook")
+        return play(args.stage, args.playbook, extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.action in ("up", "create"):
         up(args.stage, args.release, converge=args.action == "up")
     elif args.action == "down":

@@ -147,3 +147,32 @@ def test_hosts_have_fixed_addresses_outside_dockers_range_and_below_the_vip() ->
     host = lab.LabHost(name="web-01", groups=("webservers",), stage=1)
     args = lab.run_args(host, "img:tag", Path("/k.pub"), entry=False, address="10.250.1.64")
     assert args[args.index("--ip") + 1] == "10.250.1.64"
+
+
+def test_play_runs_a_playbook_with_the_labs_inventory_and_environment(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lab, "BUILD", tmp_path)
+    with pytest.raises(SystemExit, match="make lab STAGE=1 first"):
+        lab.play(1, "playbooks/deploy.yml", [])
+    (tmp_path / "stage1").mkdir()
+    (tmp_path / "stage1" / "lab.yml").write_text("{}\n", encoding="utf-8")
+    seen: dict[str, object] = {}
+
+    def run(cmd: list[str], cwd: Path, env: dict[str, str], check: bool) -> object:
+        seen.update(cmd=cmd, env=env)
+        return type("Done", (), {"returncode": 4})()
+
+    monkeypatch.setattr("lab.subprocess.run", run)
+    assert lab.main(["play", "1", "playbooks/deploy.yml", "-e", "deploy_ref=HEAD"]) == 4
+    cmd = seen["cmd"]
+    assert isinstance(cmd, list) and cmd[-2:] == ["-e", "deploy_ref=HEAD"]
+    assert cmd[2:6] == ["-i", str(lab.ROOT / "inventories" / "stage1"), "-i", str(tmp_path / "stage1" / "lab.yml")]
+    env = seen["env"]
+    assert isinstance(env, dict) and env["WEBSTACK_SECRETS_DIR"] == str(tmp_path / "stage1" / "secrets")
+
+
+def test_only_play_takes_playbook_arguments() -> None:
+    with pytest.raises(SystemExit):
+        lab.main(["play", "1"])
+    with pytest.raises(SystemExit):
+        lab.main(["smoke", "1", "-e", "x=1"])

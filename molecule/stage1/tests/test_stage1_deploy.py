@@ -1,0 +1,97 @@
+"""Rolling deploys (playbooks/deploy.yml, rollback.yml) under a bounded load of several clients, reads and writes:
+a new release reaches every app host with no failed request, a broken one is rolled back on the first host and
+stops the rollout, and a rollback returns every host to the release it left. Ends where it started: every host on
+the working copy's release, so the later tests' converges change nothing."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import webstack_probe as probe
+from test_stage1 import INVENTORY, LB, RUNNER
+
+APP = RUNNER.get_hosts("appservers")
+CLIENTS = 12
+
+
+def released(host: str) -> str:
+    """The release `host` runs (current's target)."""
+    return str(probe.node(host).check_output("basename $(readlink -f /srv/foobar/current)")).strip()
+
+
+def served_versions(address: str) -> dict[str, str]:
+    """{host: release} as /version answers through the load balancer (enough requests to reach every host)."""
+    versions: dict[str, str] = {}
+    for _ in range(4 * len(APP)):
+        reply = probe.request(address, "GET", "/version")
+        versions[reply.headers["x-served-by"]] = reply.body.decode().strip()
+    return versions
+
+
+@contextmanager
+def load(address: str) -> Iterator[list[probe.LoadLoop]]:
+    """CLIENTS clients at once, each a request every 0.05 s, every 30th a POST (bounded: 3,000 requests each). 240
+    requests and 8 writes a second: under this scenario's per-client limits (3,000 per 10 s at the load balancer,
+    10 writes a second at nginx), all from this one client address."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(probe.LoadLoop(address, interval=0.05, limit=3000, timeout=15, write_every=30))
+               for _ in range(CLIENTS)]
+
+
+def code_base(tmp_path: Path, name: str, change: str) -> Path:
+    """A copy of the working copy's app/ with `change` appended to its WSGI module (a new release id)."""
+    copy = tmp_path / name / "app"
+    shutil.copytree(probe.ROOT / "app", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    wsgi = copy / "foobar_app" / "wsgi.py"
+    wsgi.write_text(wsgi.read_text(encoding="utf-8") + change, encoding="utf-8")
+    return copy
+
+
+def deploy(playbook: str, *extra: str) -> tuple[int, str]:
+    inventory = str(Path(INVENTORY).parent)
+    result, _ = probe.run_playbook(probe.ROOT / "playbooks" / playbook, inventory, *extra)
+    return result.returncode, result.stdout + result.stderr
+
+
+def summary(loops: list[probe.LoadLoop]) -> tuple[int, list[probe.Outcome]]:
+    outcomes = [o for loop in loops for o in loop.finished()]
+    return len(outcomes), [o for o in outcomes if not o.ok]
+
+
+def test_a_rolling_deploy_a_broken_release_and_a_rollback_cost_no_request(tmp_path: Path) -> None:
+    address = probe.container_address(LB)
+    start = {host: released(host) for host in APP}
+    assert len(set(start.values())) == 1, start
+    good = code_base(tmp_path, "good", "\n# a new release\n")
+    broken = code_base(tmp_path, "broken", "\nraise RuntimeError('a release that cannot start')\n")
+
+    with load(address) as loops:
+        rc, out = deploy("deploy.yml", "-e", f"deploy_source_dir={good}")
+    total, failed = summary(loops)
+    print(f"deploy: {total} requests from {CLIENTS} clients, {len(failed)} failed")
+    assert rc == 0, out[-4000:]
+    assert total >= 2000 and failed == [], (total, failed[:5])
+    new = {host: released(host) for host in APP}
+    assert len(set(new.values())) == 1 and set(new.values()) != set(start.values()), (start, new)
+    assert served_versions(address) == new
+
+    with load(address) as loops:
+        rc, out = deploy("deploy.yml", "-e", f"deploy_source_dir={broken}", "-e", "app_restart_wait_seconds=10")
+    total, failed = summary(loops)
+    print(f"broken release: {total} requests, {len(failed)} failed")
+    assert rc != 0 and "did not answer /healthz with 200" in out and "Stop the rollout" in out, out[-4000:]
+    assert failed == [], failed[:5]
+    # The first host went back, the second was never touched: both serve the release of the good deploy.
+    assert {host: released(host) for host in APP} == new
+    assert served_versions(address) == new
+
+    with load(address) as loops:
+        rc, out = deploy("rollback.yml")
+    total, failed = summary(loops)
+    print(f"rollback: {total} requests, {len(failed)} failed")
+    assert rc == 0 and failed == [], (out[-4000:], failed[:5])
+    assert {host: released(host) for host in APP} == start
+    assert served_versions(address) == start
