@@ -78,9 +78,9 @@ images:
 lint: venv
 	yamllint --strict .
 	ansible-lint --profile production
-	ruff check app filter_plugins roles/*/filter_plugins tools tests molecule  # rules: ruff.toml
-	mypy --strict --ignore-missing-imports app/foobar_app filter_plugins roles/ufw/filter_plugins roles/keepalived/filter_plugins tools
-	MYPYPATH=app:filter_plugins:tools:tests/integration:roles/ufw/filter_plugins:roles/keepalived/filter_plugins \
+	ruff check app filter_plugins plugins tools tests molecule  # rules: ruff.toml
+	mypy --strict --ignore-missing-imports app/foobar_app filter_plugins plugins/filter tools
+	MYPYPATH=app:filter_plugins:plugins/filter:tools:tests/integration \
 	  mypy --strict --ignore-missing-imports --explicit-package-bases tests/unit tests/integration
 	@# Each scenario's verifier on its own (they all have a conftest module).
 	for tests in molecule/*/tests; do MYPYPATH=tools:tests/integration:$$tests \

@@ -1,42 +1,18 @@
-"""Filters that turn inventory facts into the data roles take (pure functions, unit-tested)."""
+"""The site wiring's filters: inventory facts into the data roles take (pure functions, unit-tested).
+
+The filters a role itself uses, or its README's examples, travel with the roles in the collection
+(plugins/filter, called as webstack.stack.<name>); these serve the playbooks of this repository only.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-
-IGNORED_PARTS = {"__pycache__", ".pytest_cache", ".mypy_cache"}
-
-
-def release_id(source_dir: str, prefix: str = "r-") -> str:
-    """A release id that changes exactly when the deployed code changes (content hash of the tree)."""
-    root = Path(source_dir)
-    if not root.is_dir():
-        raise ValueError(f"release_id: {source_dir} is not a directory")
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        relative = path.relative_to(root)
-        if IGNORED_PARTS.intersection(relative.parts) or path.suffix == ".pyc":
-            continue
-        digest.update(str(relative).encode("utf-8") + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return prefix + digest.hexdigest()[:12]
-
-
-def backend_servers(hosts: Iterable[str], hostvars: Mapping[str, Any], port: int,
-                    address_var: str = "webstack_address") -> list[dict[str, Any]]:
-    """Load-balancer members from an inventory group: one {name, address, port} per host."""
-    servers = []
-    for host in hosts:
-        address = hostvars[host].get(address_var) or hostvars[host].get("ansible_host") or host
-        servers.append({"name": str(host), "address": str(address), "port": int(port)})
-    return servers
 
 
 def dns_records(names: Iterable[str], zone: str, addresses: Iterable[str], ttl: int = 300) -> list[dict[str, Any]]:
@@ -108,90 +84,6 @@ def role_values(roles: Iterable[str], roles_dir: str, host_vars: Mapping[str, An
             if value not in values:
                 values.append(value)
     return values
-
-
-FIREWALL_PROTOS = ("tcp", "udp", "vrrp")
-# Protocols without ports (VRRP is IP protocol 112): their flows and rules carry no port.
-PORTLESS_PROTOS = ("vrrp",)
-
-
-def _source_sort_key(source: str) -> tuple[int, int, int, int]:
-    if source == "any":
-        return (0, 0, 0, 0)
-    network = ipaddress.ip_network(source, strict=False)
-    return (1, network.version, int(network.network_address), network.prefixlen)
-
-
-def _flow_port(flow: Mapping[str, Any], proto: str) -> int | None:
-    """The flow's port: 1-65535 for tcp/udp, none for a portless protocol (vrrp)."""
-    port = flow.get("port")
-    if proto in PORTLESS_PROTOS:
-        if port not in (None, ""):
-            raise ValueError(f"firewall_rules: flow {dict(flow)} is {proto}, which has no ports")
-        return None
-    try:
-        number = int(str(port))
-    except ValueError:
-        number = 0
-    if isinstance(port, bool) or not 1 <= number <= 65535:
-        raise ValueError(f"firewall_rules: flow {dict(flow)} has no valid port (1-65535)")
-    return number
-
-
-def firewall_rules(flows: Iterable[Mapping[str, Any]], groups: Mapping[str, Iterable[str]],
-                   hostvars: Mapping[str, Any], address_var: str = "webstack_address",
-                   self_host: str | None = None) -> list[dict[str, Any]]:
-    """Concrete ufw rules ({port, proto, from, comment}) from declared flows ({port, proto, from_group}); a flow of a
-    portless protocol (vrrp) has no port and gives rules without one.
-
-    `from_group: any` allows every source; a group allows the `address_var` of each of its hosts except
-    `self_host` (its own traffic arrives on the loopback interface, which ufw always accepts). One rule per
-    (port, proto, source), sorted; the comment names the groups and hosts the rule came from.
-    """
-    found: dict[tuple[int | None, str, str], tuple[set[str], set[str]]] = {}
-    for flow in flows:
-        proto = str(flow.get("proto", "tcp"))
-        if proto not in FIREWALL_PROTOS:
-            raise ValueError(
-                f"firewall_rules: flow {dict(flow)} has proto {proto!r}, expected one of {FIREWALL_PROTOS}")
-        port = _flow_port(flow, proto)
-        group = flow.get("from_group")
-        if not group:
-            raise ValueError(f"firewall_rules: flow {dict(flow)} has no from_group")
-        group = str(group)
-        if group == "any":
-            sources = [("any", "")]
-        elif group not in groups:
-            raise ValueError(f"firewall_rules: unknown group {group!r} in flow {dict(flow)} (not in the inventory)")
-        else:
-            sources = []
-            for host in groups[group]:
-                if host == self_host:
-                    continue
-                address = hostvars[host].get(address_var) if host in hostvars else None
-                if not address:
-                    raise ValueError(f"firewall_rules: host {host} of group {group} has no {address_var}")
-                try:
-                    network = ipaddress.ip_network(str(address), strict=False)
-                except ValueError as error:
-                    raise ValueError(f"firewall_rules: {address_var} of host {host} is {address!r}, "
-                                     f"not an IP address (were facts gathered?)") from error
-                source = str(network.network_address if network.num_addresses == 1 else network)
-                sources.append((source, str(host)))
-        for source, host in sources:
-            names, hosts = found.setdefault((port, proto, source), (set(), set()))
-            names.add(group)
-            if host:
-                hosts.add(host)
-    rules = []
-    for (port, proto, source), (names, hosts) in sorted(
-            found.items(), key=lambda item: (item[0][0] or 0, item[0][1], _source_sort_key(item[0][2]))):
-        comment = "webstack " + ",".join(sorted(names)) + (" " + ",".join(sorted(hosts)) if hosts else "")
-        rule: dict[str, Any] = {"proto": proto, "from": source, "comment": comment}
-        if port is not None:
-            rule["port"] = port
-        rules.append(rule)
-    return rules
 
 
 # What HAProxy accepts as a proxy or server name.
@@ -271,12 +163,9 @@ class FilterModule:
 
     def filters(self) -> dict[str, Any]:
         return {
-            "webstack_release_id": release_id,
-            "webstack_backend_servers": backend_servers,
             "webstack_dns_records": dns_records,
             "webstack_zone_lines": zone_lines,
             "webstack_group_roles": group_roles,
-            "webstack_firewall_rules": firewall_rules,
             "webstack_drain_commands": drain_commands,
             "webstack_secret_fingerprints": secret_fingerprints,
             "webstack_changed_secrets": changed_secrets,

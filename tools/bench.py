@@ -205,8 +205,8 @@ def package_floor(stage: int, release: str) -> dict[str, Any]:
     subprocess.run(["docker", "rm", "-f", *names], capture_output=True, check=False)
     try:
         for name in names:
-            subprocess.run(["docker", "run", "-d", "--name", name, *lab.SYSTEMD_FLAGS, image], check=True,
-                           capture_output=True)
+            subprocess.run(["docker", "run", "-d", "--name", name, *lab.SYSTEMD_FLAGS, image, lab.SYSTEMD["command"]],
+                           check=True, capture_output=True)
         time.sleep(2)
 
         def install(pair: tuple[str, lab.LabHost]) -> float:

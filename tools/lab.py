@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "lab"
 PREFIX = "webstack"
@@ -46,13 +48,22 @@ chmod 0440 /etc/sudoers.d/90-cloud-init-users
 """
 HOSTS_MAX = 32  # fixed host addresses .64-.95: below any virtual IP of the stages (.100)
 ENTRY_ALIASES = ("www.foobar.com", "foobar.com")
-SYSTEMD_FLAGS = [
-    "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN",
-    "--security-opt", "seccomp=unconfined",
-    "--tmpfs", "/run", "--tmpfs", "/run/lock",
-    "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--cgroupns=host",
-    "--stop-signal", "SIGRTMIN+3",
-]
+SYSTEMD_CONTAINER = Path(__file__).resolve().parent / "systemd-container.yml"
+
+
+def systemd_flags(definition: Mapping[str, Any]) -> list[str]:
+    """`docker run` flags from the one systemd container definition (tools/systemd-container.yml); the command
+    (systemd) goes after the image."""
+    flags = [arg for cap in definition["capabilities"] for arg in ("--cap-add", cap)]
+    flags += [arg for opt in definition["security_opts"] for arg in ("--security-opt", opt)]
+    flags += [arg for path in definition["tmpfs"] for arg in ("--tmpfs", path)]
+    flags += [arg for volume in definition["volumes"] for arg in ("-v", volume)]
+    flags += [f"--cgroupns={definition['cgroupns_mode']}", "--stop-signal", definition["stop_signal"]]
+    return flags
+
+
+SYSTEMD = yaml.safe_load(SYSTEMD_CONTAINER.read_text(encoding="utf-8"))["webstack_systemd_container"]
+SYSTEMD_FLAGS = systemd_flags(SYSTEMD)
 
 
 @dataclass(frozen=True)
@@ -134,7 +145,7 @@ def run_args(host: LabHost, image: str, pubkey: Path, entry: bool, address: str 
     if entry:
         for alias in ENTRY_ALIASES:
             args += ["--network-alias", alias]
-    return [*args, image]
+    return [*args, image, SYSTEMD["command"]]
 
 
 def lab_vars(stage: int) -> dict[str, Any]:

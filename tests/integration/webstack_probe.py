@@ -145,6 +145,7 @@ def run_playbook(playbook: Path, inventory: str, *extra: str, env: dict[str, str
     environ = dict(os.environ,
                    ANSIBLE_ROLES_PATH=str(ROOT / "roles"),
                    ANSIBLE_FILTER_PLUGINS=str(ROOT / "filter_plugins"),
+                   ANSIBLE_COLLECTIONS_PATH=str(ROOT / "collections"),
                    ANSIBLE_PIPELINING="true",
                    ANSIBLE_NOCOLOR="1",
                    ANSIBLE_FORCE_COLOR="0",

@@ -4,30 +4,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import backends
 import pytest
+import release
 import webstack
 
 
 def test_release_id_changes_with_content_only(tmp_path: Path) -> None:
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
-    first = webstack.release_id(str(tmp_path))
+    first = release.release_id(str(tmp_path))
     (tmp_path / "pkg" / "__pycache__").mkdir()
     (tmp_path / "pkg" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"junk")
-    assert webstack.release_id(str(tmp_path)) == first
+    assert release.release_id(str(tmp_path)) == first
     assert first.startswith("r-") and len(first) == 14
     (tmp_path / "pkg" / "a.py").write_text("x = 2\n")
-    assert webstack.release_id(str(tmp_path)) != first
+    assert release.release_id(str(tmp_path)) != first
 
 
 def test_release_id_rejects_missing_dir(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a directory"):
-        webstack.release_id(str(tmp_path / "missing"))
+        release.release_id(str(tmp_path / "missing"))
 
 
 def test_backend_servers_prefers_address_var() -> None:
     hostvars = {"web-01": {"webstack_address": "10.0.0.1"}, "web-02": {"ansible_host": "10.0.0.2"}}
-    servers = webstack.backend_servers(["web-01", "web-02"], hostvars, 80)
+    servers = backends.backend_servers(["web-01", "web-02"], hostvars, 80)
     assert servers == [
         {"name": "web-01", "address": "10.0.0.1", "port": 80},
         {"name": "web-02", "address": "10.0.0.2", "port": 80},

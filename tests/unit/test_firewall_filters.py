@@ -5,12 +5,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import firewall_rules
 import pytest
 import webstack
+import yaml
 
 ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"
 
@@ -70,16 +73,26 @@ def test_role_values_names_what_is_missing_or_wrong(tmp_path: Path) -> None:
         webstack.role_values(["x"], str(tmp_path), {"x_firewall_flows": "80/tcp"}, "firewall_flows")
 
 
-def test_real_service_roles_declare_their_flows_from_their_own_settings() -> None:
-    flows = webstack.role_values(["nginx", "app", "mysql"], str(ROLES_DIR), {}, "firewall_flows")
-    assert {"port": "{{ mysql_port }}", "proto": "tcp", "from_group": "appservers"} in flows
-    assert {"port": "{{ nginx_listen_port }}", "proto": "tcp", "from_group": "loadbalancers"} in flows
-    assert all(set(flow) == {"port", "proto", "from_group"} for flow in flows)
+SITE_WORDS = ("foobar", "loadbalancers", "webservers", "appservers", "db_primary", "db_replicas", "monitoring")
+
+
+def test_role_defaults_hold_no_site_vocabulary_and_flows_come_from_the_roles_settings() -> None:
+    """The wiring names the site and its groups; a role's defaults only its own settings (an empty group: no flow)."""
+    for defaults_file in sorted(ROLES_DIR.glob("*/defaults/main.yml")):
+        role = defaults_file.parent.parent.name
+        defaults = yaml.safe_load(defaults_file.read_text(encoding="utf-8"))
+        for name, value in defaults.items():
+            text = yaml.safe_dump(value)
+            found = [word for word in SITE_WORDS if re.search(rf"\b{word}\b", text)]
+            assert not found, f"{role}: {name} names the site's {found}"
+        flows = str(defaults.get(f"{role}_firewall_flows", ""))
+        names = set(re.findall(r"\b([a-z]+_[a-z_]+)\b", flows)) - {"from_group", "regex_replace"}
+        assert all(name.startswith(role + "_") for name in names), f"{role}: flows built from {sorted(names)}"
 
 
 def test_group_flow_resolves_to_each_host_address_sorted_and_deduplicated() -> None:
     # web-01 and web-02 are both app servers and web-02 is also the replica: one rule per address.
-    rules = webstack.firewall_rules(MYSQL_FLOWS, GROUPS, HOSTVARS)
+    rules = firewall_rules.firewall_rules(MYSQL_FLOWS, GROUPS, HOSTVARS)
     assert rules == [
         {"port": 3306, "proto": "tcp", "from": "10.0.0.2", "comment": "webstack appservers,db_replicas web-02"},
         {"port": 3306, "proto": "tcp", "from": "10.0.0.11", "comment": "webstack appservers web-01"},
@@ -87,14 +100,14 @@ def test_group_flow_resolves_to_each_host_address_sorted_and_deduplicated() -> N
 
 
 def test_the_host_itself_is_skipped() -> None:
-    rules = webstack.firewall_rules(MYSQL_FLOWS, GROUPS, HOSTVARS, self_host="web-01")
+    rules = firewall_rules.firewall_rules(MYSQL_FLOWS, GROUPS, HOSTVARS, self_host="web-01")
     assert [rule["from"] for rule in rules] == ["10.0.0.2"]
 
 
 def test_a_host_alone_in_the_group_gets_no_rule() -> None:
     # Stage 0: one host in every group; its own traffic stays on loopback.
     groups = {"appservers": ["web-01"], "db_replicas": []}
-    assert webstack.firewall_rules(MYSQL_FLOWS, groups, HOSTVARS, self_host="web-01") == []
+    assert firewall_rules.firewall_rules(MYSQL_FLOWS, groups, HOSTVARS, self_host="web-01") == []
 
 
 def test_any_is_one_rule_without_addresses_and_sorts_first() -> None:
@@ -102,7 +115,7 @@ def test_any_is_one_rule_without_addresses_and_sorts_first() -> None:
              {"port": 443, "proto": "tcp", "from_group": "any"},
              {"port": 80, "proto": "tcp", "from_group": "any"},
              {"port": 80, "proto": "tcp", "from_group": "any"}]
-    rules = webstack.firewall_rules(flows, GROUPS, HOSTVARS, self_host="lb-01")
+    rules = firewall_rules.firewall_rules(flows, GROUPS, HOSTVARS, self_host="lb-01")
     assert [(r["port"], r["from"]) for r in rules] == [(80, "any"), (443, "any")]
     assert rules[0]["comment"] == "webstack any"
 
@@ -110,20 +123,20 @@ def test_any_is_one_rule_without_addresses_and_sorts_first() -> None:
 def test_proto_defaults_to_tcp_and_udp_is_kept_apart() -> None:
     flows: list[dict[str, Any]] = [{"port": "53", "from_group": "webservers"},
                                    {"port": 53, "proto": "udp", "from_group": "webservers"}]
-    rules = webstack.firewall_rules(flows, GROUPS, HOSTVARS, self_host="web-02")
+    rules = firewall_rules.firewall_rules(flows, GROUPS, HOSTVARS, self_host="web-02")
     assert [(r["port"], r["proto"], r["from"]) for r in rules] == [(53, "tcp", "10.0.0.11"), (53, "udp", "10.0.0.11")]
 
 
 def test_custom_address_var_and_ipv6_and_cidr() -> None:
     hostvars = {"web-01": {"mgmt": "2001:db8::1"}, "web-02": {"mgmt": "192.0.2.0/28"}}
-    rules = webstack.firewall_rules([{"port": 22, "proto": "tcp", "from_group": "webservers"}], GROUPS, hostvars,
+    rules = firewall_rules.firewall_rules([{"port": 22, "proto": "tcp", "from_group": "webservers"}], GROUPS, hostvars,
                                     address_var="mgmt")
     assert [r["from"] for r in rules] == ["192.0.2.0/28", "2001:db8::1"]
 
 
 def test_unknown_group_fails_naming_it() -> None:
     with pytest.raises(ValueError, match="unknown group 'appserver'"):
-        webstack.firewall_rules([{"port": 3306, "proto": "tcp", "from_group": "appserver"}], GROUPS, HOSTVARS)
+        firewall_rules.firewall_rules([{"port": 3306, "proto": "tcp", "from_group": "appserver"}], GROUPS, HOSTVARS)
 
 
 @pytest.mark.parametrize(("flow", "message"), [
@@ -135,27 +148,27 @@ def test_unknown_group_fails_naming_it() -> None:
 ])
 def test_malformed_flows_fail_naming_the_flow(flow: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        webstack.firewall_rules([flow], GROUPS, HOSTVARS)
+        firewall_rules.firewall_rules([flow], GROUPS, HOSTVARS)
 
 
 def test_host_without_a_usable_address_fails_naming_it() -> None:
     with pytest.raises(ValueError, match="host web-02 of group appservers has no webstack_address"):
-        webstack.firewall_rules(MYSQL_FLOWS, GROUPS, {**HOSTVARS, "web-02": {}})
+        firewall_rules.firewall_rules(MYSQL_FLOWS, GROUPS, {**HOSTVARS, "web-02": {}})
     with pytest.raises(ValueError, match="of host web-02 is 'web-02', not an IP address"):
-        webstack.firewall_rules(MYSQL_FLOWS, GROUPS, {**HOSTVARS, "web-02": {"webstack_address": "web-02"}})
+        firewall_rules.firewall_rules(MYSQL_FLOWS, GROUPS, {**HOSTVARS, "web-02": {"webstack_address": "web-02"}})
 
 
 def test_filters_are_registered() -> None:
     filters = webstack.FilterModule().filters()
-    assert filters["webstack_firewall_rules"] is webstack.firewall_rules
+    assert firewall_rules.FilterModule().filters()["firewall_rules"] is firewall_rules.firewall_rules
     # Playbooks read a role's exports as its variables, never its files: no filter reads role defaults.
     assert "webstack_role_values" not in filters and "webstack_role_packages" not in filters
 
 
-# --- the ufw role's own filters (roles/ufw/filter_plugins/ufw_rules.py) ------------------------------------
+# --- the ufw role's own filters (plugins/filter/ufw_rules.py, webstack.stack.ufw_*) ---------------------------
 
 def load_ufw_filters() -> Any:
-    spec = importlib.util.spec_from_file_location("ufw_rules", ROLES_DIR / "ufw" / "filter_plugins" / "ufw_rules.py")
+    spec = importlib.util.spec_from_file_location("ufw_rules", ROLES_DIR.parent / "plugins" / "filter" / "ufw_rules.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -281,6 +294,7 @@ def test_status_parsing_and_logging_comparison() -> None:
 def test_bad_input_fails_before_any_change(role: str, extra: dict[str, Any], message: str) -> None:
     env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROLES_DIR),
                ANSIBLE_FILTER_PLUGINS=str(ROLES_DIR.parent / "filter_plugins"),
+               ANSIBLE_COLLECTIONS_PATH=str(ROLES_DIR.parent / "collections"),
                ANSIBLE_NOCOLOR="1", ANSIBLE_CALLBACK_RESULT_FORMAT="json")
     result = subprocess.run(
         ["ansible-playbook", "-i", "localhost,", "-c", "local", "--check",
@@ -300,7 +314,7 @@ VRRP_HOSTVARS = {"lb-01": {"webstack_address": "10.0.0.10"}, "lb-02": {"webstack
 
 
 def test_a_vrrp_flow_gives_a_rule_without_a_port_from_each_peer() -> None:
-    rules = webstack.firewall_rules([{"proto": "vrrp", "from_group": "loadbalancers"},
+    rules = firewall_rules.firewall_rules([{"proto": "vrrp", "from_group": "loadbalancers"},
                                      {"port": 80, "proto": "tcp", "from_group": "any"}],
                                     VRRP_GROUPS, VRRP_HOSTVARS, self_host="lb-01")
     assert rules == [{"proto": "vrrp", "from": "10.0.0.20", "comment": "webstack loadbalancers lb-02"},
@@ -309,7 +323,7 @@ def test_a_vrrp_flow_gives_a_rule_without_a_port_from_each_peer() -> None:
 
 def test_a_vrrp_flow_with_a_port_fails_naming_it() -> None:
     with pytest.raises(ValueError, match="vrrp, which has no ports"):
-        webstack.firewall_rules([{"port": 112, "proto": "vrrp", "from_group": "loadbalancers"}],
+        firewall_rules.firewall_rules([{"port": 112, "proto": "vrrp", "from_group": "loadbalancers"}],
                                 VRRP_GROUPS, VRRP_HOSTVARS)
 
 

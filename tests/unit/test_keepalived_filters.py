@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-PLUGIN = Path(__file__).resolve().parents[2] / "roles" / "keepalived" / "filter_plugins" / "keepalived_network.py"
+PLUGIN = Path(__file__).resolve().parents[2] / "plugins" / "filter" / "keepalived_network.py"
 _spec = importlib.util.spec_from_file_location("keepalived_network", PLUGIN)
 assert _spec is not None and _spec.loader is not None
 keepalived = importlib.util.module_from_spec(_spec)

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import lab
 import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
 
 INVENTORY = {
     "_meta": {"hostvars": {}},
@@ -42,10 +45,28 @@ def test_entry_is_first_web_server_without_load_balancer() -> None:
 def test_run_args_boot_systemd_and_alias_the_entry() -> None:
     host = lab.LabHost("lb-01", ("loadbalancers",), 1)
     args = lab.run_args(host, "img:tag", Path("/k.pub"), entry=True)
-    assert args[-1] == "img:tag"
+    assert args[-2:] == ["img:tag", "/lib/systemd/systemd"]
     assert "--privileged" not in args
     assert "SIGRTMIN+3" in args and "net.ipv4.ip_nonlocal_bind=1" in args
     assert "www.foobar.com" in args and "/k.pub:/etc/webstack-lab/authorized_keys:ro" in args
+
+
+def test_systemd_flags_come_from_the_one_definition() -> None:
+    definition = {"command": "/sbin/init", "stop_signal": "SIGRTMIN+3", "capabilities": ["SYS_ADMIN", "NET_ADMIN"],
+                  "security_opts": ["seccomp=unconfined"], "tmpfs": ["/run"], "volumes": ["/a:/b:rw"],
+                  "cgroupns_mode": "host"}
+    assert lab.systemd_flags(definition) == [
+        "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--security-opt", "seccomp=unconfined",
+        "--tmpfs", "/run", "-v", "/a:/b:rw", "--cgroupns=host", "--stop-signal", "SIGRTMIN+3"]
+    # Nothing else writes the flags: the Molecule platforms, pebble and the lab all read tools/systemd-container.yml.
+    for path in [*ROOT.glob("molecule/*/molecule.yml"), ROOT / "tools" / "pebble.yml", ROOT / "tools" / "lab.py"]:
+        text = path.read_text(encoding="utf-8")
+        assert "SYS_ADMIN" not in text and "/sys/fs/cgroup" not in text, f"{path}: systemd flags written again"
+    for path in ROOT.glob("molecule/*/molecule.yml"):
+        platforms = yaml.safe_load(path.read_text(encoding="utf-8"))["platforms"]
+        extra = {key for platform in platforms for key in platform} - {
+            "name", "hostname", "image", "networks", "groups", "docker_networks"}
+        assert not extra, f"{path}: platform keys the shared create playbook ignores: {extra}"
 
 
 def test_overlay_inventory_holds_only_connection_details() -> None:

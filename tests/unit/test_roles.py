@@ -73,6 +73,7 @@ BAD_INPUT = [
 
 def run_role(role: str, extra: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_FILTER_PLUGINS=str(ROOT / "filter_plugins"),
+               ANSIBLE_COLLECTIONS_PATH=str(ROOT / "collections"),
                ANSIBLE_NOCOLOR="1", ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks")
     return subprocess.run(
         ["ansible-playbook", "-i", "localhost,", "-c", "local", "--check",

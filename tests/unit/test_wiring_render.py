@@ -106,8 +106,10 @@ def test_stage2_adds_the_monitoring_server_as_the_only_scraper(wirings: dict[int
 
 
 @pytest.mark.parametrize(("settings", "expected"), [
-    ({}, {(80, "any"), (443, "any"), (8404, "monitoring")}),
-    ({"haproxy_stats_bind": ":9101"}, {(80, "any"), (443, "any"), (9101, "monitoring")}),
+    ({}, {(80, "any"), (443, "any")}),
+    ({"haproxy_firewall_stats_from_group": "scrapers"}, {(80, "any"), (443, "any"), (8404, "scrapers")}),
+    ({"haproxy_firewall_stats_from_group": "scrapers", "haproxy_stats_bind": ":9101"},
+     {(80, "any"), (443, "any"), (9101, "scrapers")}),
 ])
 def test_a_roles_flows_are_its_variables_built_from_its_settings(
         tmp_path: Path, settings: dict[str, str], expected: set[tuple[int, str]]) -> None:

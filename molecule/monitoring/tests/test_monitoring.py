@@ -166,6 +166,7 @@ def test_installed_config_is_valid_and_reloadable(mon_host: Any) -> None:
 
 def test_check_mode_reports_no_changes() -> None:
     env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_FILTER_PLUGINS=str(ROOT / "filter_plugins"),
+               ANSIBLE_COLLECTIONS_PATH=str(ROOT / "collections"),
                ANSIBLE_PIPELINING="true", ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
     result = subprocess.run(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
                              str(SCENARIO / "converge.yml"), "--check", "--diff"],
