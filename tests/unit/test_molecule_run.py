@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import molecule_run
 import pytest
 import yaml
@@ -67,3 +70,19 @@ def test_no_scenario_owns_another_scenarios_or_the_labs_containers() -> None:
         networks = molecule_run.scenario_networks(scenario)
         others = [name for other in scenarios if other != scenario for name in platforms[other]]
         assert molecule_run.owned([*others, "webstack-s1-lb-01", "webstack-s3-pebble"], networks) == [], scenario
+
+
+def test_scenarios_use_the_one_wiring_not_a_copy() -> None:
+    """A scenario gets the wiring by linking playbooks/group_vars/all/wiring.yml; it never writes its own."""
+    root = Path(__file__).resolve().parents[2]
+    wiring = (root / "playbooks" / "group_vars" / "all" / "wiring.yml").resolve()
+    wired = ("ufw_rules", "webstack_roles_by_group", "webstack_host_roles", "monitoring_server_scrape_jobs")
+    for scenario in sorted((root / "molecule").iterdir()):
+        for path in sorted(scenario.rglob("*.yml")):
+            if path.is_symlink():
+                target = path.resolve()
+                assert target.name != "wiring.yml" or target == wiring, f"{path}: links another wiring"
+                continue
+            text = path.read_text(encoding="utf-8")
+            copied = [name for name in wired if re.search(rf"^\s*{name}:", text, re.MULTILINE)]
+            assert not copied, f"{path.relative_to(root)} sets the wiring's {copied}: link the wiring instead"
