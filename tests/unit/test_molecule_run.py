@@ -77,7 +77,8 @@ def test_scenarios_use_the_one_wiring_not_a_copy() -> None:
     root = Path(__file__).resolve().parents[2]
     wiring = (root / "playbooks" / "group_vars" / "all" / "wiring.yml").resolve()
     wired = ("ufw_rules", "webstack_roles_by_group", "webstack_host_roles", "monitoring_server_scrape_jobs")
-    for scenario in sorted((root / "molecule").iterdir()):
+    # The roles scenario has no wiring at all: it sets each role's inputs by hand, as a stranger reusing it would.
+    for scenario in sorted(p for p in (root / "molecule").iterdir() if p.name != "roles"):
         for path in sorted(scenario.rglob("*.yml")):
             if path.is_symlink():
                 target = path.resolve()
