@@ -2,6 +2,7 @@
 """Run Molecule scenarios phase by phase, timing each, and print a summary table at the end.
 
     python tools/molecule_run.py stage0:bookworm,firewall:bookworm stage1:bookworm ...   (make molecule)
+    python tools/molecule_run.py stage1:bookworm,stage2:bookworm@stage1.verify    stage2 starts once stage1 verifies
 
 Arguments run one after the other; scenarios joined by a comma run at the same time (light scenarios whose tests
 time nothing tight: they share the 2 cores' idle time). A concurrent scenario's output goes to
@@ -92,9 +93,55 @@ def summary(results: list[Result]) -> str:
     return "\n".join(rows)
 
 
-def parse_group(argument: str) -> list[tuple[str, str]]:
-    """`stage0:bookworm,firewall` -> the scenarios to run at the same time (one, without a comma)."""
-    return [parse_pair(pair) for pair in argument.split(",")]
+@dataclass(frozen=True)
+class Planned:
+    """A scenario of a group, and what it waits for: another scenario of the group reaching a phase (or ending)."""
+
+    scenario: str
+    release: str
+    after: tuple[str, str] | None = None
+
+
+def parse_planned(item: str) -> Planned:
+    """`stage2:bookworm@stage1.verify` -> stage2 on bookworm, started once stage1 starts its verify phase."""
+    pair, _, after = item.partition("@")
+    scenario, release = parse_pair(pair)
+    if not after:
+        return Planned(scenario, release)
+    other, _, phase = after.partition(".")
+    if not other or phase not in PHASES:
+        raise ValueError(f"molecule_run: bad start condition '@{after}' (use @SCENARIO.PHASE, a phase of {PHASES})")
+    return Planned(scenario, release, (other, phase))
+
+
+def parse_group(argument: str) -> list[Planned]:
+    """`stage0:bookworm,firewall` -> the scenarios to run at the same time (one, without a comma); one may wait
+    for another of the group to reach a phase (`@stage1.verify`), so CPU-bound plays overlap a verifier's waits."""
+    group = [parse_planned(item) for item in argument.split(",")]
+    names = [planned.scenario for planned in group]
+    for planned in group:
+        if planned.after and (planned.after[0] not in names or planned.after[0] == planned.scenario):
+            raise ValueError(f"molecule_run: {planned.scenario} waits for {planned.after[0]}, "
+                             "which is not another scenario of its group")
+    return group
+
+
+class PhaseBoard:
+    """Which phases the scenarios of a group have started; a scenario that ends has started them all."""
+
+    def __init__(self, scenarios: Iterable[str]) -> None:
+        self.events = {(name, phase): threading.Event() for name in scenarios for phase in PHASES}
+
+    def started(self, scenario: str, phase: str) -> None:
+        if (scenario, phase) in self.events:
+            self.events[(scenario, phase)].set()
+
+    def ended(self, scenario: str) -> None:
+        for phase in PHASES:
+            self.started(scenario, phase)
+
+    def wait(self, scenario: str, phase: str) -> None:
+        self.events[(scenario, phase)].wait()
 
 
 def secrets_dir(scenario: str, environ: dict[str, str]) -> str:
@@ -159,13 +206,16 @@ def run_phase(scenario: str, phase: str, env: dict[str, str], out: IO[str] | Non
     return code == 0, round(time.monotonic() - start, 1)
 
 
-def run_scenario(scenario: str, release: str, fast_env: dict[str, str], out: IO[str] | None = None) -> Result:
+def run_scenario(scenario: str, release: str, fast_env: dict[str, str], out: IO[str] | None = None,
+                 board: PhaseBoard | None = None) -> Result:
     result = Result(scenario, release)
     base = lab.linear_env(dict(os.environ, WEBSTACK_DEBIAN=release,
                                WEBSTACK_SECRETS_DIR=secrets_dir(scenario, dict(os.environ))))
     say(f"=== molecule {scenario} on {release}")
 
     def run(phase: str) -> bool:
+        if board:
+            board.started(scenario, phase)
         ok, seconds = run_phase(scenario, phase, dict(base, **fast_env) if phase in ACCELERATED else base, out)
         result.phases[phase] = result.phases.get(phase, 0.0) + seconds
         if not ok and result.failed is None:
@@ -189,30 +239,40 @@ def run_scenario(scenario: str, release: str, fast_env: dict[str, str], out: IO[
             if not (teardown() if phase == "destroy" else run(phase)):
                 break
     finally:
+        if board:
+            board.ended(scenario)
         teardown()
     say(f"=== {scenario} on {release}: {result.total:.0f} s, {result.failed or 'passed'}")
     return result
 
 
-def run_group(group: list[tuple[str, str]], fast_env: dict[str, str], logs: Path) -> list[Result]:
-    """One scenario: streamed. Several: at the same time, each into its log, printed whole when all have ended."""
+def run_group(group: list[Planned], fast_env: dict[str, str], logs: Path) -> list[Result]:
+    """One scenario: streamed. Several: at the same time (each once what it waits for has begun), each into its log,
+    printed whole when all have ended."""
     if len(group) == 1:
-        return [run_scenario(*group[0], fast_env)]
+        return [run_scenario(group[0].scenario, group[0].release, fast_env)]
     logs.mkdir(parents=True, exist_ok=True)
     results: dict[int, Result] = {}
+    board = PhaseBoard(planned.scenario for planned in group)
 
-    def worker(index: int, scenario: str, release: str) -> None:
-        with (logs / f"{scenario}-{release}.log").open("w", encoding="utf-8") as out:
-            results[index] = run_scenario(scenario, release, fast_env, out)
+    def worker(index: int, planned: Planned) -> None:
+        if planned.after:
+            say(f"=== molecule {planned.scenario} waits for {planned.after[0]}'s {planned.after[1]}")
+            board.wait(*planned.after)
+        try:
+            with (logs / f"{planned.scenario}-{planned.release}.log").open("w", encoding="utf-8") as out:
+                results[index] = run_scenario(planned.scenario, planned.release, fast_env, out, board)
+        finally:
+            board.ended(planned.scenario)  # whatever happened, nothing waits on it for ever
 
-    threads = [threading.Thread(target=worker, args=(i, *pair)) for i, pair in enumerate(group)]
+    threads = [threading.Thread(target=worker, args=(i, planned)) for i, planned in enumerate(group)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    for scenario, release in group:
-        print(f"=== output of {scenario} on {release}", flush=True)
-        print((logs / f"{scenario}-{release}.log").read_text(encoding="utf-8"), flush=True)
+    for planned in group:
+        print(f"=== output of {planned.scenario} on {planned.release}", flush=True)
+        print((logs / f"{planned.scenario}-{planned.release}.log").read_text(encoding="utf-8"), flush=True)
     return [results[i] for i in range(len(group))]
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +141,26 @@ def test_ansible_doc_shows_each_options_default(installed: dict[str, str]) -> No
     assert result.returncode == 0, result.stderr
     options = json.loads(result.stdout)["webstack.stack.haproxy"]["entry_points"]["main"]["options"]
     assert options["haproxy_check_fall"]["default"] == 2
+
+
+def test_the_preload_callback_loads_the_jinja_plugins_in_the_main_process() -> None:
+    """Enabled for site.yml and Molecule; loading once, before tasks fork, leaves every builtin filter and test cached
+    for the forks to inherit."""
+    config = (ROOT / "ansible.cfg").read_text(encoding="utf-8")
+    assert re.search(r"^callbacks_enabled = webstack\.stack\.preload\b", config, re.MULTILINE)
+    molecule = yaml.safe_load((ROOT / ".config" / "molecule" / "config.yml").read_text(encoding="utf-8"))
+    assert "webstack.stack.preload" in molecule["provisioner"]["env"]["ANSIBLE_CALLBACKS_ENABLED"].split(",")
+    script = f"""
+import importlib.util
+from ansible.plugins.loader import init_plugin_loader, filter_loader, test_loader
+init_plugin_loader([])
+spec = importlib.util.spec_from_file_location("preload", {str(ROOT / "plugins" / "callback" / "preload.py")!r})
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+print(module.preload())
+print(sorted(set(filter_loader._cached_non_collection_wrappers) & {{"to_json", "ansible.builtin.regex_replace"}}))
+print(sorted(set(test_loader._cached_non_collection_wrappers) & {{"match", "ansible.builtin.version"}}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout.split("\n")
+    assert int(out[0]) > 100, out
+    assert out[1] == "['ansible.builtin.regex_replace', 'to_json']" and out[2] == "['ansible.builtin.version', 'match']"

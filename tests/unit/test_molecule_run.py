@@ -27,10 +27,32 @@ def test_summary_has_a_row_per_scenario_and_the_total() -> None:
 
 
 def test_a_comma_joins_scenarios_that_run_at_the_same_time() -> None:
-    assert molecule_run.parse_group("stage0:bookworm,firewall") == [("stage0", "bookworm"), ("firewall", "bookworm")]
-    assert molecule_run.parse_group("stage3") == [("stage3", "bookworm")]
+    planned = molecule_run.Planned
+    assert molecule_run.parse_group("stage0:bookworm,firewall") == [planned("stage0", "bookworm"),
+                                                                     planned("firewall", "bookworm")]
+    assert molecule_run.parse_group("stage3") == [planned("stage3", "bookworm")]
     with pytest.raises(ValueError, match="focal"):
         molecule_run.parse_group("stage0,firewall:focal")
+
+
+def test_a_scenario_can_start_once_another_of_its_group_reaches_a_phase() -> None:
+    group = molecule_run.parse_group("stage1:bookworm,stage2:trixie@stage1.verify")
+    assert group[1] == molecule_run.Planned("stage2", "trixie", ("stage1", "verify"))
+    bad_groups = [("stage1,stage2@stage1.lint", "bad start condition"), ("stage1,stage2@stage1", "bad start"),
+                  ("stage1,stage2@stage3.verify", "not another scenario"), ("stage1@stage1.verify", "not another")]
+    for bad, message in bad_groups:
+        with pytest.raises(ValueError, match=message):
+            molecule_run.parse_group(bad)
+
+
+def test_the_phase_board_releases_a_waiter_when_the_phase_starts_or_the_scenario_ends() -> None:
+    board = molecule_run.PhaseBoard(["stage1", "stage2"])
+    assert not board.events[("stage1", "verify")].is_set()
+    board.started("stage1", "converge")
+    assert board.events[("stage1", "converge")].is_set() and not board.events[("stage1", "verify")].is_set()
+    board.ended("stage1")  # a scenario that failed early never verifies: its waiters go on
+    board.wait("stage1", "verify")
+    assert not board.events[("stage2", "create")].is_set()
 
 
 def test_each_scenario_has_its_own_secrets() -> None:
