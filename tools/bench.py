@@ -11,7 +11,8 @@ web servers) and the VIP failover per failure (HAProxy stopped, holder killed, h
 VRRP settings and the tuned ones (VRRPv3, 0.25 s adverts), each with requests started every 0.05 s.
 
 Serving: wrk (Debian package) from the controller, bounded by --duration, against one web server
-directly and against the load balancer. Failover: GETs (10/s) through the load balancer while the primary's
+directly and against the load balancer, and the write latency semi-synchronous replication costs (200 POSTs
+with it, 200 with it switched off on the primary). Failover: GETs (10/s) through the load balancer while the primary's
 host is cut off the network (docker network disconnect), and the POST latency meanwhile. Converge: the raw
 `apt-get install` time of each host's packages on
 fresh containers (the floor) vs a fresh `make lab` converge, and an idempotent re-run.
@@ -183,6 +184,49 @@ def primary_blackholed(stage: int, seconds: float = 10.0) -> dict[str, Any]:
             "slowest_get_s": round(max(o.seconds for o in loop.outcomes), 2), "posts_while_cut_off": posts}
 
 
+def latency_summary(seconds: list[float]) -> dict[str, float]:
+    """Median, 95th percentile and worst of request durations, in milliseconds."""
+    ordered = sorted(seconds)
+
+    def pick(quantile: float) -> float:
+        return round(1000 * ordered[min(len(ordered) - 1, int(quantile * len(ordered)))], 2)
+
+    return {"count": len(ordered), "p50_ms": pick(0.5), "p95_ms": pick(0.95), "max_ms": pick(1.0)}
+
+
+def semi_sync_cost(stage: int, writes: int = 200) -> dict[str, Any]:
+    """POST latency through the entry host with semi-synchronous replication on (the default) and switched off on the
+    primary for the measurement (then on again): what waiting for a replica's acknowledgement costs a write."""
+    hosts = lab.load_hosts(stage)
+    entry = lab.entry_address(stage)
+    cafile = str(lab.pebble_root(stage)) if stage >= 2 else None
+    primary = next(h for h in hosts if "db_primary" in h.groups)
+
+    def semi_sync(value: str) -> None:
+        lab.sh(["docker", "exec", primary.container, "mysql", "-e",
+                f"SET GLOBAL rpl_semi_sync_master_enabled = {value}"])
+
+    def posts() -> dict[str, float]:
+        durations = []
+        for _ in range(writes):
+            start = time.monotonic()
+            status = probe.request(entry, "POST", "/api/items", {"text": probe.unique_text("bench")}, timeout=10,
+                                   cafile=cafile).status
+            if status == 201:
+                durations.append(time.monotonic() - start)
+        return latency_summary(durations)
+
+    semi_sync("ON")
+    on = posts()
+    try:
+        semi_sync("OFF")
+        off = posts()
+    finally:
+        semi_sync("ON")
+    return {"writes_each": writes, "semi_sync": on, "asynchronous": off,
+            "p50_cost_ms": round(on["p50_ms"] - off["p50_ms"], 2)}
+
+
 def stage_roles(stage: int) -> dict[str, list[str]]:
     """Which roles each group gets at a stage (the wiring's webstack_roles_by_group, for the package floor)."""
     roles = {"loadbalancers": ["haproxy"], "webservers": ["nginx"], "appservers": ["app"],
@@ -287,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                        stdout=subprocess.DEVNULL)
     if args.only in (None, "serving"):
         results["serving"] = serving(args.stage, args.duration, args.connections)
+        results["semi_sync_write_cost"] = semi_sync_cost(args.stage)
     if args.only in (None, "failover"):
         results["primary_blackholed"] = primary_blackholed(args.stage)
         if args.stage >= 3:

@@ -144,6 +144,14 @@ def test_converge_targets_scale_with_the_package_floor() -> None:
     assert bench.targets(26.6) == {"fresh_max_s": 39.9, "rerun_max_s": 15.5}
 
 
+def test_latency_summary_is_median_p95_and_worst_in_ms() -> None:
+    import bench
+
+    seconds = [i / 1000 for i in range(100, 0, -1)]  # 1 ms .. 100 ms, unordered
+    assert bench.latency_summary(seconds) == {"count": 100, "p50_ms": 51.0, "p95_ms": 96.0, "max_ms": 100.0}
+    assert bench.latency_summary([0.004]) == {"count": 1, "p50_ms": 4.0, "p95_ms": 4.0, "max_ms": 4.0}
+
+
 def test_linear_env_drops_the_mitogen_plugin_path() -> None:
     env = lab.linear_env({"ANSIBLE_STRATEGY_PLUGINS": "/x", "ANSIBLE_STRATEGY": "mitogen_linear", "HOME": "/root"})
     assert env == {"ANSIBLE_STRATEGY": "linear", "HOME": "/root"}

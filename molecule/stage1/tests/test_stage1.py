@@ -57,6 +57,21 @@ def test_replica_is_healthy_and_caught_up() -> None:
     assert sql(PRIMARY, "SELECT @@global.read_only") == "0"
 
 
+def test_a_write_is_acknowledged_only_once_the_replica_has_it(lb: str) -> None:
+    """Semi-synchronous replication, on at both ends: the primary counts the write through the load balancer as
+    acknowledged by the replica (lossless wait point: no one reads it on the primary before the replica has it)."""
+    def status(host: str, name: str) -> str:
+        return sql(host, f"SHOW GLOBAL STATUS LIKE '{name}'").split()[-1]
+
+    assert status(PRIMARY, "Rpl_semi_sync_master_status") == "ON"
+    assert status(PRIMARY, "Rpl_semi_sync_master_clients") == "1"
+    assert status(REPLICA, "Rpl_semi_sync_slave_status") == "ON"
+    assert sql(PRIMARY, "SELECT @@global.rpl_semi_sync_master_wait_point") == "AFTER_SYNC"
+    before = int(status(PRIMARY, "Rpl_semi_sync_master_yes_tx"))
+    assert probe.request(lb, "POST", "/api/items", {"text": probe.unique_text("semi-sync")}).status == 201
+    assert int(status(PRIMARY, "Rpl_semi_sync_master_yes_tx")) > before
+
+
 def test_direct_write_to_replica_is_refused() -> None:
     config = probe.node(REPLICA).check_output("cat /etc/foobar/app.json")
     db = json.loads(config)["write_db"]
