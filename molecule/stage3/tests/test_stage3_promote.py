@@ -66,7 +66,7 @@ def test_promoting_the_replica_after_the_primary_is_killed_keeps_every_acknowled
     inventory = str(Path(INVENTORY).parent)
     # While the primary answers, the playbook refuses (its clients may still write there) and changes nothing.
     refused, recap = probe.run_playbook(probe.ROOT / "playbooks" / "promote.yml", inventory)
-    assert refused.returncode != 0 and "promote_fence=true" in refused.stdout, refused.stdout[-3000:]
+    assert refused.returncode != 0 and "promote_fence=true" in refused.stdout + refused.stderr, refused.stdout[-3000:]
     assert all(counters["changed"] == 0 for counters in recap.values()), recap
 
     writer = Writer(cafile)
