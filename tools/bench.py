@@ -160,12 +160,16 @@ def vip_failover(stage: int) -> dict[str, Any]:
     return results
 
 
+def entry_and_primary(stage: int) -> tuple[str, str | None, lab.LabHost]:
+    """A stage lab's entry address, the CA file to verify it with (HTTPS from stage 2 on) and its primary's host."""
+    cafile = str(lab.pebble_root(stage)) if stage >= 2 else None
+    primary = next(h for h in lab.load_hosts(stage) if "db_primary" in h.groups)
+    return lab.entry_address(stage), cafile, primary
+
+
 def primary_blackholed(stage: int, seconds: float = 10.0) -> dict[str, Any]:
     """GETs through the entry host (10/s) while the primary's host is cut off the network; POST latency then."""
-    hosts = lab.load_hosts(stage)
-    entry = lab.entry_address(stage)
-    cafile = str(lab.pebble_root(stage)) if stage >= 2 else None  # HTTPS from stage 2 on
-    primary = next(h for h in hosts if "db_primary" in h.groups)
+    entry, cafile, primary = entry_and_primary(stage)
     posts: list[dict[str, Any]] = []
     with probe.LoadLoop(entry, interval=0.1, timeout=20, limit=int(seconds * 10) + 400,
                         cafile=cafile) as loop:
@@ -197,10 +201,7 @@ def latency_summary(seconds: list[float]) -> dict[str, float]:
 def semi_sync_cost(stage: int, writes: int = 200) -> dict[str, Any]:
     """POST latency through the entry host with semi-synchronous replication on (the default) and switched off on the
     primary for the measurement (then on again): what waiting for a replica's acknowledgement costs a write."""
-    hosts = lab.load_hosts(stage)
-    entry = lab.entry_address(stage)
-    cafile = str(lab.pebble_root(stage)) if stage >= 2 else None
-    primary = next(h for h in hosts if "db_primary" in h.groups)
+    entry, cafile, primary = entry_and_primary(stage)
 
     def semi_sync(value: str) -> None:
         lab.sh(["docker", "exec", primary.container, "mysql", "-e",
