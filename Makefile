@@ -101,12 +101,13 @@ molecule: venv images
 
 # The static checks run beside the Molecule scenarios, at the lowest CPU priority: they take only the cycles the
 # scenarios leave idle (their verifiers wait on timers and containers), so the converges run as fast as alone.
-# Their output is printed once both are done.
+# Their output is printed once both are done, then why each failed scenario failed (a CI log shows its end).
 test: venv images
 	@mkdir -p $(BUILD)
 	@nice -n 19 $(MAKE) --no-print-directory checks > $(BUILD)/checks.log 2>&1 & checks=$$!; \
 	$(MAKE) --no-print-directory molecule; molecule=$$?; \
 	wait $$checks; status=$$?; cat $(BUILD)/checks.log; \
+	[ $$molecule -eq 0 ] || cat $(BUILD)/molecule-failures.txt 2>/dev/null; \
 	echo "make test: checks exit $$status, molecule exit $$molecule"; [ $$status -eq 0 ] && [ $$molecule -eq 0 ]
 
 checks: lint syntax unit

@@ -20,7 +20,9 @@ hang under mitogen; the plays under test (converge, idempotence, the verifier's 
 mitogen speeds up. So create and destroy run with Ansible's linear strategy and the rest with the
 strategy `lab.mitogen_env()` names (mitogen unless WEBSTACK_MITOGEN=0). `create` includes the scenario's
 prepare playbook, `destroy` its cleanup playbook. Every scenario is destroyed at the end,
-passed or failed; a failed scenario does not stop the others. Times go to build/molecule-times.json.
+passed or failed; a failed scenario does not stop the others. Times go to build/molecule-times.json; every
+scenario's output to its log (a scenario alone is streamed too), and the lines that say why a scenario failed to
+build/molecule-failures.txt, which `make test` prints last.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -51,6 +54,11 @@ PHASES = ["destroy", "create", "converge", "idempotence", "verify"]
 ACCELERATED = {"converge", "idempotence", "verify"}
 # Scenarios that run at the same time print their one-line progress through this lock (no interleaved lines).
 PRINT_LOCK = threading.Lock()
+# What a failed scenario's log says about its failure: Ansible's failed and changed results, Molecule's list of
+# non-idempotent tasks, pytest's failures and assertion lines.
+RESULT_LINE = re.compile(r"^(fatal|failed|changed): \[")
+FAILURE_LINE = re.compile(r"^(FAILED |E  |ERROR |CRITICAL |Idempotence test failed|\* \[)")
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def say(line: str) -> None:
@@ -78,6 +86,23 @@ def parse_pair(pair: str) -> tuple[str, str]:
     if not scenario or release not in ("", "bookworm", "trixie"):
         raise ValueError(f"molecule_run: bad scenario '{pair}' (use NAME or NAME:bookworm|trixie)")
     return scenario, release or "bookworm"
+
+
+def failure_excerpt(log: str, limit: int = 40, width: int = 400) -> list[str]:
+    """The lines of a scenario's log that say why it failed, each after the task it belongs to, at most `limit`
+    lines of at most `width` characters: a CI log shows only its end, where this is printed."""
+    excerpt: list[str] = []
+    task = ""
+    for raw in log.splitlines():
+        line = ANSI.sub("", raw).lstrip(" │").rstrip()
+        if line.startswith("TASK ["):
+            task = line.rstrip(" *")
+        elif RESULT_LINE.match(line):
+            excerpt += [task, line[:width]] if task else [line[:width]]
+            task = ""
+        elif FAILURE_LINE.match(line):
+            excerpt.append(line[:width])
+    return excerpt[-limit:]
 
 
 def summary(results: list[Result]) -> str:
@@ -199,14 +224,21 @@ def recorded_as_created(scenario: str, env: dict[str, str]) -> bool:
     return listed.returncode != 0 or created_in(listed.stdout)
 
 
-def run_phase(scenario: str, phase: str, env: dict[str, str], out: IO[str] | None = None) -> tuple[bool, float]:
+def run_phase(scenario: str, phase: str, env: dict[str, str], out: IO[str], echo: bool) -> tuple[bool, float]:
+    """One Molecule phase, its output into the scenario's log (and to ours too with `echo`)."""
     start = time.monotonic()
-    code = subprocess.run(["molecule", phase, "-s", scenario], cwd=ROOT, env=env, check=False, stdout=out,
-                          stderr=subprocess.STDOUT if out else None).returncode
-    return code == 0, round(time.monotonic() - start, 1)
+    with subprocess.Popen(["molecule", phase, "-s", scenario], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, errors="replace") as process:
+        for line in process.stdout or []:
+            out.write(line)
+            if echo:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+    out.flush()
+    return process.returncode == 0, round(time.monotonic() - start, 1)
 
 
-def run_scenario(scenario: str, release: str, fast_env: dict[str, str], out: IO[str] | None = None,
+def run_scenario(scenario: str, release: str, fast_env: dict[str, str], out: IO[str], echo: bool = False,
                  board: PhaseBoard | None = None) -> Result:
     result = Result(scenario, release)
     base = lab.linear_env(dict(os.environ, WEBSTACK_DEBIAN=release,
@@ -216,7 +248,7 @@ def run_scenario(scenario: str, release: str, fast_env: dict[str, str], out: IO[
     def run(phase: str) -> bool:
         if board:
             board.started(scenario, phase)
-        ok, seconds = run_phase(scenario, phase, dict(base, **fast_env) if phase in ACCELERATED else base, out)
+        ok, seconds = run_phase(scenario, phase, dict(base, **fast_env) if phase in ACCELERATED else base, out, echo)
         result.phases[phase] = result.phases.get(phase, 0.0) + seconds
         if not ok and result.failed is None:
             result.failed = phase
@@ -246,12 +278,17 @@ def run_scenario(scenario: str, release: str, fast_env: dict[str, str], out: IO[
     return result
 
 
+def log_path(logs: Path, planned: Planned) -> Path:
+    return logs / f"{planned.scenario}-{planned.release}.log"
+
+
 def run_group(group: list[Planned], fast_env: dict[str, str], logs: Path) -> list[Result]:
-    """One scenario: streamed. Several: at the same time (each once what it waits for has begun), each into its log,
-    printed whole when all have ended."""
-    if len(group) == 1:
-        return [run_scenario(group[0].scenario, group[0].release, fast_env)]
+    """One scenario: streamed (and logged). Several: at the same time (each once what it waits for has begun), each
+    into its log, printed whole when all have ended."""
     logs.mkdir(parents=True, exist_ok=True)
+    if len(group) == 1:
+        with log_path(logs, group[0]).open("w", encoding="utf-8") as out:
+            return [run_scenario(group[0].scenario, group[0].release, fast_env, out, echo=True)]
     results: dict[int, Result] = {}
     board = PhaseBoard(planned.scenario for planned in group)
 
@@ -260,8 +297,8 @@ def run_group(group: list[Planned], fast_env: dict[str, str], logs: Path) -> lis
             say(f"=== molecule {planned.scenario} waits for {planned.after[0]}'s {planned.after[1]}")
             board.wait(*planned.after)
         try:
-            with (logs / f"{planned.scenario}-{planned.release}.log").open("w", encoding="utf-8") as out:
-                results[index] = run_scenario(planned.scenario, planned.release, fast_env, out, board)
+            with log_path(logs, planned).open("w", encoding="utf-8") as out:
+                results[index] = run_scenario(planned.scenario, planned.release, fast_env, out, board=board)
         finally:
             board.ended(planned.scenario)  # whatever happened, nothing waits on it for ever
 
@@ -272,7 +309,7 @@ def run_group(group: list[Planned], fast_env: dict[str, str], logs: Path) -> lis
         thread.join()
     for planned in group:
         print(f"=== output of {planned.scenario} on {planned.release}", flush=True)
-        print((logs / f"{planned.scenario}-{planned.release}.log").read_text(encoding="utf-8"), flush=True)
+        print(log_path(logs, planned).read_text(encoding="utf-8"), flush=True)
     return [results[i] for i in range(len(group))]
 
 
@@ -285,10 +322,18 @@ def main(argv: list[str] | None = None) -> int:
     groups = [parse_group(argument) for argument in args.scenarios]
     fast_env = lab.mitogen_env()
     start = time.monotonic()
-    results = [r for group in groups for r in run_group(group, fast_env, args.out.parent / "molecule-logs")]
+    logs = args.out.parent / "molecule-logs"
+    results = [r for group in groups for r in run_group(group, fast_env, logs)]
     print("\n" + summary(results), flush=True)
     print(f"{'wall clock':<22}{'':>60}{time.monotonic() - start:>8.0f}s", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    # Why each failed scenario failed, in a file `make test` prints last (a CI log shows only its end).
+    planned_all = [planned for group in groups for planned in group]  # the order of results
+    failures = [f"=== {r.scenario} on {r.release}: FAILED in {r.failed} (whole log: {log_path(logs, planned)})\n"
+                + "\n".join(failure_excerpt(log_path(logs, planned).read_text(encoding="utf-8", errors="replace")))
+                for planned, r in zip(planned_all, results, strict=True) if r.failed]
+    (args.out.parent / "molecule-failures.txt").write_text("\n".join(failures) + ("\n" if failures else ""),
+                                                           encoding="utf-8")
     args.out.write_text(json.dumps([r.__dict__ | {"total": r.total} for r in results], indent=2) + "\n",
                         encoding="utf-8")
     return 1 if any(r.failed for r in results) else 0

@@ -109,3 +109,22 @@ def test_scenarios_use_the_one_wiring_not_a_copy() -> None:
             text = path.read_text(encoding="utf-8")
             copied = [name for name in wired if re.search(rf"^\s*{name}:", text, re.MULTILINE)]
             assert not copied, f"{path.relative_to(root)} sets the wiring's {copied}: link the wiring instead"
+
+
+def test_a_failure_excerpt_names_the_task_and_why() -> None:
+    log = "\n".join([
+        "  \x1b[2m│\x1b[0m TASK [mysql : Apply the settings] ****",
+        "  \x1b[2m│\x1b[0m ok: [db-01]",
+        "  \x1b[2m│\x1b[0m changed: [db-02] => (item=x)",
+        "TASK [quiet] ***",
+        "ok: [web-01]",
+        "CRITICAL Idempotence test failed because of the following tasks:",
+        "* [db-02] => mysql : Apply the settings",
+        "FAILED tests/test_x.py::test_y - AssertionError: " + "x" * 500,
+    ])
+    excerpt = molecule_run.failure_excerpt(log)
+    assert excerpt[:2] == ["TASK [mysql : Apply the settings]", "changed: [db-02] => (item=x)"]
+    assert "TASK [quiet]" not in excerpt
+    assert excerpt[2].startswith("CRITICAL Idempotence") and excerpt[3].startswith("* [db-02]")
+    assert len(excerpt[4]) == 400
+    assert molecule_run.failure_excerpt("\n".join(["fatal: [a]: FAILED!"] * 50), limit=5) == ["fatal: [a]: FAILED!"] * 5
