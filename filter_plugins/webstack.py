@@ -6,6 +6,7 @@ The filters a role itself uses, or its README's examples, travel with the roles 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
@@ -129,6 +130,24 @@ def changed_secrets(secrets: Mapping[str, str], remembered: Any, allowed: Iterab
     return [name for name, print_ in now.items() if name in stored and name not in skip and stored[name] != print_]
 
 
+def promotion_contradictions(states: Iterable[Mapping[str, Any]], primary: str) -> list[str]:
+    """What the inventory says against what playbooks/promote.yml left on the database servers: `states` are the
+    results of slurping each one's replication state file (item = its inventory name; content, base64 JSON
+    {"role": "primary" | "fenced"}, absent where there is none or the host did not answer), `primary` the host the
+    inventory names the primary. A promoted server must be that primary, a fenced one must not be."""
+    found = []
+    for state in states:
+        if not state.get("content"):
+            continue
+        host = str(state["item"])
+        role = yaml.safe_load(base64.b64decode(state["content"]).decode("utf-8")).get("role")
+        if role == "primary" and host != primary:
+            found.append(f"{host} was promoted to primary, but the inventory names {primary}")
+        elif role == "fenced" and host == primary:
+            found.append(f"{host} was fenced (replaced as the primary), but the inventory still names it the primary")
+    return found
+
+
 def secret_selection(value: Any, names: Iterable[str]) -> list[str]:
     """Which of `names` an operator's setting selects: true/"true"/"all" = every one, false/""/None = none, a list
     or a comma-separated string = those (an unknown name is an error that lists the known ones)."""
@@ -171,4 +190,5 @@ class FilterModule:
             "webstack_changed_secrets": changed_secrets,
             "webstack_secret_selection": secret_selection,
             "webstack_ssh_peers": ssh_peers,
+            "webstack_promotion_contradictions": promotion_contradictions,
         }

@@ -3,6 +3,7 @@
 
     python tools/molecule_run.py stage0:bookworm,firewall:bookworm stage1:bookworm ...   (make molecule)
     python tools/molecule_run.py stage1:bookworm,stage2:bookworm@stage1.verify    stage2 starts once stage1 verifies
+    python tools/molecule_run.py stage1,stage3@stage1.verify/solo    stage3 verifies once stage1 has ended
 
 Arguments run one after the other; scenarios joined by a comma run at the same time (light scenarios whose tests
 time nothing tight: they share the 2 cores' idle time). A concurrent scenario's output goes to
@@ -100,7 +101,7 @@ def failure_excerpt(log: str, limit: int = 40, width: int = 400) -> list[str]:
         elif RESULT_LINE.match(line):
             excerpt += [task, line[:width]] if task else [line[:width]]
             task = ""
-        elif FAILURE_LINE.match(line):
+        elif FAILURE_LINE.match(line) and "glob failed" not in line:  # Molecule's every-run default-scenario note
             excerpt.append(line[:width])
     return excerpt[-limit:]
 
@@ -125,18 +126,24 @@ class Planned:
     scenario: str
     release: str
     after: tuple[str, str] | None = None
+    # Its verify phase waits until every other scenario of the group has ended (tests that time failovers).
+    verify_alone: bool = False
 
 
 def parse_planned(item: str) -> Planned:
-    """`stage2:bookworm@stage1.verify` -> stage2 on bookworm, started once stage1 starts its verify phase."""
+    """`stage2:bookworm@stage1.verify` -> stage2 on bookworm, started once stage1 starts its verify phase;
+    a `/solo` suffix: its verify phase waits until the other scenarios of its group have ended."""
+    item, solo, rest = item.partition("/")
+    if solo and rest != "solo":
+        raise ValueError(f"molecule_run: bad suffix '/{rest}' (the only one is /solo)")
     pair, _, after = item.partition("@")
     scenario, release = parse_pair(pair)
     if not after:
-        return Planned(scenario, release)
+        return Planned(scenario, release, None, bool(solo))
     other, _, phase = after.partition(".")
     if not other or phase not in PHASES:
         raise ValueError(f"molecule_run: bad start condition '@{after}' (use @SCENARIO.PHASE, a phase of {PHASES})")
-    return Planned(scenario, release, (other, phase))
+    return Planned(scenario, release, (other, phase), bool(solo))
 
 
 def parse_group(argument: str) -> list[Planned]:
@@ -152,21 +159,27 @@ def parse_group(argument: str) -> list[Planned]:
 
 
 class PhaseBoard:
-    """Which phases the scenarios of a group have started; a scenario that ends has started them all."""
+    """Which phases the scenarios of a group have started, and which have ended (and so started every phase)."""
 
     def __init__(self, scenarios: Iterable[str]) -> None:
-        self.events = {(name, phase): threading.Event() for name in scenarios for phase in PHASES}
+        self.names = list(scenarios)
+        self.events = {(name, phase): threading.Event() for name in self.names for phase in [*PHASES, "ended"]}
 
     def started(self, scenario: str, phase: str) -> None:
         if (scenario, phase) in self.events:
             self.events[(scenario, phase)].set()
 
     def ended(self, scenario: str) -> None:
-        for phase in PHASES:
+        for phase in [*PHASES, "ended"]:
             self.started(scenario, phase)
 
     def wait(self, scenario: str, phase: str) -> None:
         self.events[(scenario, phase)].wait()
+
+    def wait_others_ended(self, scenario: str) -> None:
+        for name in self.names:
+            if name != scenario:
+                self.wait(name, "ended")
 
 
 def secrets_dir(scenario: str, environ: dict[str, str]) -> str:
@@ -239,13 +252,16 @@ def run_phase(scenario: str, phase: str, env: dict[str, str], out: IO[str], echo
 
 
 def run_scenario(scenario: str, release: str, fast_env: dict[str, str], out: IO[str], echo: bool = False,
-                 board: PhaseBoard | None = None) -> Result:
+                 board: PhaseBoard | None = None, verify_alone: bool = False) -> Result:
     result = Result(scenario, release)
     base = lab.linear_env(dict(os.environ, WEBSTACK_DEBIAN=release,
                                WEBSTACK_SECRETS_DIR=secrets_dir(scenario, dict(os.environ))))
     say(f"=== molecule {scenario} on {release}")
 
     def run(phase: str) -> bool:
+        if board and verify_alone and phase == "verify":
+            say(f"=== {scenario} verifies once the rest of its group has ended")
+            board.wait_others_ended(scenario)
         if board:
             board.started(scenario, phase)
         ok, seconds = run_phase(scenario, phase, dict(base, **fast_env) if phase in ACCELERATED else base, out, echo)
@@ -298,7 +314,8 @@ def run_group(group: list[Planned], fast_env: dict[str, str], logs: Path) -> lis
             board.wait(*planned.after)
         try:
             with log_path(logs, planned).open("w", encoding="utf-8") as out:
-                results[index] = run_scenario(planned.scenario, planned.release, fast_env, out, board=board)
+                results[index] = run_scenario(planned.scenario, planned.release, fast_env, out, board=board,
+                                              verify_alone=planned.verify_alone)
         finally:
             board.ended(planned.scenario)  # whatever happened, nothing waits on it for ever
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
 import backends
@@ -141,3 +143,17 @@ def test_ssh_peers_take_address_and_host_key_from_facts() -> None:
         {"address": "10.0.0.3", "port": 2222, "host_key": "ssh-ed25519 AAAAkey"}]
     # No facts (unreachable this run): no key, so the role keeps the one it trusted before.
     assert webstack.ssh_peers(["lb-03"], hostvars) == [{"address": "10.0.0.4", "port": 22, "host_key": ""}]
+
+
+def test_promotion_contradictions_name_a_promoted_replica_and_a_fenced_primary() -> None:
+    def state(host: str, role: str | None) -> dict[str, object]:
+        if role is None:
+            return {"item": host, "failed": True, "msg": "file not found"}
+        return {"item": host, "content": base64.b64encode(json.dumps({"role": role}).encode()).decode()}
+
+    assert webstack.promotion_contradictions([state("db-01", None), state("db-02", None)], "db-01") == []
+    assert webstack.promotion_contradictions([state("db-01", "fenced"), state("db-02", "primary")], "db-02") == []
+    found = webstack.promotion_contradictions([state("db-01", "fenced"), state("db-02", "primary")], "db-01")
+    assert found == ["db-01 was fenced (replaced as the primary), but the inventory still names it the primary",
+                     "db-02 was promoted to primary, but the inventory names db-01"]
+    assert webstack.promotion_contradictions([{"item": "db-03", "unreachable": True}], "db-01") == []

@@ -113,6 +113,7 @@ def test_scenarios_use_the_one_wiring_not_a_copy() -> None:
 
 def test_a_failure_excerpt_names_the_task_and_why() -> None:
     log = "\n".join([
+        "CRITICAL 'molecule/default/molecule.yml' glob failed.  Exiting.",
         "  \x1b[2m│\x1b[0m TASK [mysql : Apply the settings] ****",
         "  \x1b[2m│\x1b[0m ok: [db-01]",
         "  \x1b[2m│\x1b[0m changed: [db-02] => (item=x)",
@@ -128,3 +129,18 @@ def test_a_failure_excerpt_names_the_task_and_why() -> None:
     assert excerpt[2].startswith("CRITICAL Idempotence") and excerpt[3].startswith("* [db-02]")
     assert len(excerpt[4]) == 400
     assert molecule_run.failure_excerpt("\n".join(["fatal: [a]: FAILED!"] * 50), limit=5) == ["fatal: [a]: FAILED!"] * 5
+
+
+def test_a_scenario_can_verify_once_the_rest_of_its_group_has_ended() -> None:
+    group = molecule_run.parse_group("stage1:bookworm,stage2@stage1.verify,stage3@stage2.verify/solo")
+    assert group[2] == molecule_run.Planned("stage3", "bookworm", ("stage2", "verify"), verify_alone=True)
+    assert molecule_run.parse_planned("stage3/solo") == molecule_run.Planned("stage3", "bookworm", None, True)
+    assert not group[1].verify_alone
+    with pytest.raises(ValueError, match="/solo"):
+        molecule_run.parse_planned("stage3/alone")
+    board = molecule_run.PhaseBoard(["stage1", "stage2", "stage3"])
+    board.started("stage1", "verify")
+    board.ended("stage2")
+    assert not board.events[("stage1", "ended")].is_set()
+    board.ended("stage1")
+    board.wait_others_ended("stage3")  # returns: both others ended (stage3's own end is not waited for)

@@ -107,11 +107,12 @@ def test_slow_sender_is_cut_off(lb: str) -> None:
 
 def test_changed_app_settings_converge_without_a_failed_request(lb: str) -> None:
     """app.json changes reload gunicorn (HUP); a unit change or a MariaDB option restarts one host at a time,
-    drained on the load balancer first and waited for. The settings go back with a run of just the two plays
+    drained on the load balancer first and waited for. Both runs are of just the two plays the settings belong to
     (--tags app,database), as an operator would; the later tests' changed=0 runs show nothing was left over."""
     with probe.LoadLoop(lb, interval=0.1, timeout=20, limit=1500) as loop:
-        changed = probe.playbook_recap("-e", json.dumps({"app_items_limit": 19, "app_threads": 3,
-                                                         "mysql_max_connections": 199}))
+        changed = probe.playbook_recap("--tags", "app,database", "-e",
+                                       json.dumps({"app_items_limit": 19, "app_threads": 3,
+                                                   "mysql_max_connections": 199}))
         restored = probe.playbook_recap("--tags", "app,database")
     assert all(changed[web]["changed"] >= 2 and restored[web]["changed"] >= 2 for web in WEB), (changed, restored)
     assert len(loop.outcomes) > 100 and loop.failed == [], loop.summary()

@@ -14,6 +14,7 @@ INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
 MON = RUNNER.get_hosts("monitoring")[0]
 REPLICA = RUNNER.get_hosts("db_replicas")[0]
+PRIMARY = RUNNER.get_hosts("db_primary")[0]
 ALL = RUNNER.get_hosts("all")
 
 testinfra_hosts = [MON]
@@ -41,7 +42,7 @@ def test_alert_and_recording_rules_are_loaded(host: Any) -> None:
     groups = api(host, "http://127.0.0.1:9090/api/v1/rules")["data"]["groups"]
     names = {rule["name"] for group in groups for rule in group["rules"]}
     for wanted in ("InstanceDown", "HAProxyBackendDown", "ReplicationStopped", "ReplicationLagging", "MySQLDown",
-                   "CertificateRenewalOverdue",
+                   "CertificateRenewalOverdue", "SemiSyncReplicationOff",
                    "CertificateExpiringSoon", "DiskAlmostFull", "Http5xxRateHigh"):
         assert wanted in names, names
     assert any(name.startswith("webstack:") for name in names), names  # web QPS is recorded
@@ -73,3 +74,29 @@ def test_stopped_node_exporter_raises_instance_down(host: Any) -> None:
     # Cleared once the exporter is back (the resolved notice reaches Alertmanager within a few cycles).
     assert probe.wait_for(lambda: not firing(), timeout=90, interval=2), \
         api(host, "http://127.0.0.1:9093/api/v2/alerts?active=true")
+
+
+def test_a_primary_that_waits_for_no_replica_raises_semi_sync_off(host: Any) -> None:
+    """The replica stops receiving; the primary's next write waits its 1 s for an acknowledgement, then goes on
+    asynchronously (semi-sync off): the alert fires, and clears once the replica receives again."""
+    instance = f"{probe.container_address(PRIMARY)}:9104"
+
+    def firing() -> bool:
+        alerts = api(host, "http://127.0.0.1:9093/api/v2/alerts?active=true")
+        return any(a["labels"]["alertname"] == "SemiSyncReplicationOff" for a in alerts)
+
+    assert probe.wait_for(lambda: not firing(), timeout=60, interval=2), "SemiSyncReplicationOff before the test"
+    replica, primary = probe.node(REPLICA), probe.node(PRIMARY)
+    replica.check_output("mysql -e 'STOP SLAVE IO_THREAD'")
+    try:
+        primary.check_output("mysql -e \"INSERT INTO foobar.items (text) VALUES ('semi-sync off')\"")
+        assert probe.wait_for(firing, timeout=60, interval=1), api(host, "http://127.0.0.1:9090/api/v1/query?query="
+                                                                   "mysql_global_status_rpl_semi_sync_master_status")
+    finally:
+        replica.check_output("mysql -e 'START SLAVE IO_THREAD'")
+    # The replica catches up and acknowledges again: the primary waits for it once more.
+    primary.check_output("mysql -e \"INSERT INTO foobar.items (text) VALUES ('semi-sync on')\"")
+    assert probe.wait_for(lambda: not firing(), timeout=90, interval=2), \
+        api(host, "http://127.0.0.1:9093/api/v2/alerts?active=true")
+    status = api(host, "http://127.0.0.1:9090/api/v1/query?query=mysql_global_status_rpl_semi_sync_master_status")
+    assert [r["value"][1] for r in status["data"]["result"] if r["metric"]["instance"] == instance] == ["1"], status

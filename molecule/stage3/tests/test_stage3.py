@@ -26,18 +26,9 @@ VIP = "10.251.3.100"
 # How long the soft track (HAProxy sees a web server) may fail before the VIP moves: keepalived_track_soft_fall runs,
 # one a second (the role's defaults).
 KEEPALIVED_SOFT_FALL_S = 3
-EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 RESULTS = probe.ROOT / "build" / "stage3-failover.json"
 
 testinfra_hosts = [LBS[0]]
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Pebble's issuing root, from its management API (trusted only inside this test)."""
-    path = tmp_path_factory.mktemp("pebble") / "root.pem"
-    path.write_bytes(probe.pebble_root("webstack-m3-pebble", EPHEMERAL / "pebble-listener-ca.pem"))
-    return str(path)
 
 
 def holder() -> str:
@@ -294,7 +285,11 @@ def changed_tasks(stdout: str) -> list[str]:
 
 
 def test_check_mode_reports_no_changes() -> None:
+    """The tiers stage 3 adds or configures its own way: the load balancer pair (keepalived, the shared
+    certificate, re-encryption) and the web tier on hosts of its own (TLS from the internal CA). The roles of the
+    app and database tiers are checked the same way in stages 1 and 2; a 9-host run would double this test."""
     inventory = str(Path(INVENTORY).parent)
-    result, recap = probe.run_playbook(probe.ROOT / "site.yml", inventory, "--check", "--diff")
+    result, recap = probe.run_playbook(probe.ROOT / "site.yml", inventory, "--check", "--diff",
+                                       "--limit", "loadbalancers:webservers")
     changed = {host: counters["changed"] for host, counters in recap.items() if counters["changed"]}
     assert result.returncode == 0 and changed == {}, (changed, changed_tasks(result.stdout))
