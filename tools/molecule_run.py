@@ -75,6 +75,8 @@ class Result:
     release: str
     phases: dict[str, float] = field(default_factory=dict)
     failed: str | None = None
+    # Where the failed phase's output begins in the scenario's log (what failure_excerpt reads).
+    failed_at: int = 0
 
     @property
     def total(self) -> float:
@@ -104,6 +106,13 @@ def failure_excerpt(log: str, limit: int = 40, width: int = 400) -> list[str]:
         elif FAILURE_LINE.match(line) and "glob failed" not in line:  # Molecule's every-run default-scenario note
             excerpt.append(line[:width])
     return excerpt[-limit:]
+
+
+def failed_phase_output(log: Path, begins: int) -> str:
+    """The scenario's log from where its failed phase began (the phases that passed say nothing of the failure)."""
+    with log.open("rb") as stream:
+        stream.seek(begins)
+        return stream.read().decode("utf-8", errors="replace")
 
 
 def summary(results: list[Result]) -> str:
@@ -264,10 +273,11 @@ def run_scenario(scenario: str, release: str, fast_env: dict[str, str], out: IO[
             board.wait_others_ended(scenario)
         if board:
             board.started(scenario, phase)
+        begins = out.tell()
         ok, seconds = run_phase(scenario, phase, dict(base, **fast_env) if phase in ACCELERATED else base, out, echo)
         result.phases[phase] = result.phases.get(phase, 0.0) + seconds
         if not ok and result.failed is None:
-            result.failed = phase
+            result.failed, result.failed_at = phase, begins
         return ok
 
     networks = scenario_networks(scenario)
@@ -347,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     # Why each failed scenario failed, in a file `make test` prints last (a CI log shows only its end).
     planned_all = [planned for group in groups for planned in group]  # the order of results
     failures = [f"=== {r.scenario} on {r.release}: FAILED in {r.failed} (whole log: {log_path(logs, planned)})\n"
-                + "\n".join(failure_excerpt(log_path(logs, planned).read_text(encoding="utf-8", errors="replace")))
+                + "\n".join(failure_excerpt(failed_phase_output(log_path(logs, planned), r.failed_at)))
                 for planned, r in zip(planned_all, results, strict=True) if r.failed]
     (args.out.parent / "molecule-failures.txt").write_text("\n".join(failures) + ("\n" if failures else ""),
                                                            encoding="utf-8")

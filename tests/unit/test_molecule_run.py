@@ -144,3 +144,12 @@ def test_a_scenario_can_verify_once_the_rest_of_its_group_has_ended() -> None:
     assert not board.events[("stage1", "ended")].is_set()
     board.ended("stage1")
     board.wait_others_ended("stage3")  # returns: both others ended (stage3's own end is not waited for)
+
+
+def test_the_excerpt_reads_the_failed_phase_only(tmp_path: Path) -> None:
+    log = tmp_path / "stage1-bookworm.log"
+    converge = "TASK [app : Install]\nchanged: [web-01]\n"
+    log.write_text(converge + "TASK [app : Install]\nchanged: [web-01]\nCRITICAL Idempotence test failed\n",
+                   encoding="utf-8")
+    assert molecule_run.failure_excerpt(molecule_run.failed_phase_output(log, len(converge))) == [
+        "TASK [app : Install]", "changed: [web-01]", "CRITICAL Idempotence test failed"]

@@ -192,6 +192,8 @@ def test_the_load_balancers_re_encrypt_to_the_web_servers(root: str) -> None:
         finally:
             probe.node(victim).check_output(restore)
         assert probe.wait_for(lambda: all(server_state(lb, victim) == "UP" for lb in LBS), timeout=30)
+        # Enough requests to count on, however fast the checks were (the loop stops at its limit anyway).
+        probe.wait_for(lambda: len(load.outcomes) > 30, timeout=10, interval=0.1)
     print(f"web host with a foreign certificate: {load.summary()}")
     assert len(load.outcomes) > 30 and load.failed == [], load.summary()
 
