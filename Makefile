@@ -33,7 +33,7 @@ export WEBSTACK_SECRETS_DIR ?= $(BUILD)/secrets
 # and stage3's converges use the CPU that stage1's verifier leaves idle while it waits on failovers and load
 # loops), /solo holds a scenario's verify until the rest of its group has ended (stage3 times its failovers).
 MOLECULE_SCENARIOS ?= stage0:bookworm,firewall:bookworm \
-  stage1:bookworm,stage2:bookworm@stage1.verify,stage3:bookworm@stage2.verify/solo
+  stage1:bookworm,stage2:bookworm@stage1.verify,roles:bookworm@stage2.verify,stage3:bookworm@stage2.verify/solo
 # Stages make bench measures, one after the other (each brings its own lab up and leaves it running).
 BENCH_STAGES ?= 1 3
 
