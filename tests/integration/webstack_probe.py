@@ -181,6 +181,23 @@ def node(name: str) -> Any:
     return testinfra.get_host(f"ansible://{name}?ansible_inventory={os.environ['MOLECULE_INVENTORY_FILE']}")
 
 
+BACKUPS = "/var/backups/mariadb"  # the wiring's webstack_backup_directory
+
+
+def table_state(host: Any, table: str) -> tuple[int, str]:
+    """Rows and CHECKSUM TABLE of `table` on a testinfra host's MariaDB: equal when the contents are."""
+    rows = host.check_output(f'mariadb -N -B -e "SELECT COUNT(*) FROM {table}; CHECKSUM TABLE {table}"').split()
+    return int(rows[0]), rows[-1]
+
+
+def take_backup(host: Any, directory: str = BACKUPS) -> str:
+    """Run the backup role's service now and wait for it; return the new backup's name, its checksums verified."""
+    host.check_output("systemctl start webstack-backup.service")
+    newest = str(host.check_output(f"ls {directory} | tail -n 1"))
+    host.check_output(f"cd {directory}/{newest} && sha256sum --quiet --strict -c SHA256SUMS")
+    return newest
+
+
 @contextmanager
 def stopped(host: Any, service: str) -> Iterator[None]:
     """Stop a service for the duration of the block; always start it again."""

@@ -39,6 +39,17 @@ def test_nginx_app_and_mysql_serve_a_written_row_from_outside() -> None:
     assert b"alone" in probe.request(address, "GET", "/api/items").body
 
 
+def test_backup_dumps_the_database_with_its_checksums() -> None:
+    """The backup role's service (its timer's unit, started by hand): a complete, checksummed dump of the database."""
+    web = node(WEB)
+    assert web.service("webstack-backup.timer").is_enabled
+    web.check_output("systemctl start webstack-backup.service")
+    newest = web.check_output("ls /srv/backups/mariadb | tail -n 1")
+    backup = f"/srv/backups/mariadb/{newest}"
+    assert web.run(f"cd {backup} && sha256sum --quiet --strict -c SHA256SUMS").rc == 0
+    assert "CREATE TABLE `items`" in web.check_output(f"gzip -dc {backup}/app.sql.gz")
+
+
 def test_haproxy_balances_to_the_web_container_and_keepalived_holds_the_vip() -> None:
     lb = node(LB)
     assert probe.wait_for(lambda: probe.request(probe.container_address(LB), "GET", "/healthz").status == 200,

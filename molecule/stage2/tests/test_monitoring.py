@@ -43,7 +43,8 @@ def test_alert_and_recording_rules_are_loaded(host: Any) -> None:
     names = {rule["name"] for group in groups for rule in group["rules"]}
     for wanted in ("InstanceDown", "HAProxyBackendDown", "ReplicationStopped", "ReplicationLagging", "MySQLDown",
                    "CertificateRenewalOverdue", "SemiSyncReplicationOff",
-                   "CertificateExpiringSoon", "DiskAlmostFull", "Http5xxRateHigh"):
+                   "CertificateExpiringSoon", "DiskAlmostFull", "Http5xxRateHigh", "BackupTooOld",
+                   "BackupNeverSucceeded"):
         assert wanted in names, names
     assert any(name.startswith("webstack:") for name in names), names  # web QPS is recorded
 
@@ -100,3 +101,19 @@ def test_a_primary_that_waits_for_no_replica_raises_semi_sync_off(host: Any) -> 
         api(host, "http://127.0.0.1:9093/api/v2/alerts?active=true")
     status = api(host, "http://127.0.0.1:9090/api/v1/query?query=mysql_global_status_rpl_semi_sync_master_status")
     assert [r["value"][1] for r in status["data"]["result"] if r["metric"]["instance"] == instance] == ["1"], status
+
+
+def test_an_old_backup_raises_backup_too_old_and_a_new_one_clears_it(host: Any) -> None:
+    """Stage 2's test backup period is 15 s (test.yml): by now the backup the converge started is older than twice
+    that, so BackupTooOld fires for the replica (the host that backs up); a backup taken now clears it."""
+    instance = f"{probe.container_address(REPLICA)}:9100"
+    query = "http://127.0.0.1:9090/api/v1/query?query=ALERTS%7Balertname%3D%22BackupTooOld%22%7D"
+
+    def firing() -> bool:
+        alerts = api(host, query)["data"]["result"]
+        return any(a["metric"]["instance"] == instance and a["metric"]["alertstate"] == "firing" for a in alerts)
+
+    assert probe.wait_for(firing, timeout=60, interval=2), api(
+        host, "http://127.0.0.1:9090/api/v1/query?query=webstack_backup_last_success_timestamp_seconds")
+    probe.take_backup(probe.node(REPLICA))
+    assert probe.wait_for(lambda: not firing(), timeout=20, interval=1), api(host, query)
