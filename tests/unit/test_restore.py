@@ -1,0 +1,22 @@
+"""playbooks/restore.yml refuses, before touching a host, the runs that would skip part of it and restore nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("options", [["--limit", "web-01"], ["--tags", "database"], ["--skip-tags", "never"]])
+def test_a_limit_or_tags_are_refused_before_anything_runs(options: list[str]) -> None:
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1")
+    result = subprocess.run(
+        ["ansible-playbook", "-i", str(ROOT / "inventories" / "stage1"), str(ROOT / "playbooks" / "restore.yml"),
+         *options], env=env, capture_output=True, text=True, timeout=120, check=False, cwd=ROOT)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "restore: run it without --limit" in out, out[-3000:]
+    assert "changed=0" in result.stdout and "Copy the backup" not in result.stdout
