@@ -105,6 +105,17 @@ def test_stage2_adds_the_monitoring_server_as_the_only_scraper(wirings: dict[int
     assert all(r[2] != mon for host in ("web-01", "web-02") for r in rules(w, host) if r[0] == 80)
 
 
+def test_one_database_server_backs_up_a_replica_where_there_is_one(
+        wirings: dict[int, dict[str, dict[str, Any]]]) -> None:
+    """The first replica takes the backups (the primary where there is none); metrics only where monitoring runs."""
+    textfiles = "/var/lib/prometheus/node-exporter"
+    assert wirings[0]["web-01"]["backup"] == {"enabled": True, "metrics_directory": ""}
+    assert [w["backup"]["enabled"] for w in (wirings[1]["web-01"], wirings[1]["web-02"])] == [False, True]
+    assert wirings[2]["web-02"]["backup"] == {"enabled": True, "metrics_directory": textfiles}
+    assert wirings[3]["db-02"]["backup"]["enabled"] and not wirings[3]["db-01"]["backup"]["enabled"]
+    assert all(w.get("backup", {}) == {} for name, w in wirings[3].items() if not name.startswith("db-"))
+
+
 @pytest.mark.parametrize(("settings", "expected"), [
     ({}, {(80, "any"), (443, "any")}),
     ({"haproxy_firewall_stats_from_group": "scrapers"}, {(80, "any"), (443, "any"), (8404, "scrapers")}),
