@@ -16,8 +16,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def render(stage: int, tmp_path: Path) -> dict[str, dict[str, Any]]:
-    """Each host of inventories/stage<N> at a documentation address (192.0.2.10 + its index in name order)."""
+def render(stage: int, tmp_path: Path, settings: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Each host of inventories/stage<N> at a documentation address (192.0.2.10 + its index in name order), with
+    `settings` as inventory variables of all."""
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_CACHE_PLUGIN="memory", WEBSTACK_SECRETS_DIR=str(tmp_path / "secrets"))
     inventory = str(ROOT / "inventories" / f"stage{stage}")
@@ -27,7 +28,8 @@ def render(stage: int, tmp_path: Path) -> dict[str, dict[str, Any]]:
                     for h in body.get("hosts", [])})
     overlay = tmp_path / "addresses.json"
     overlay.write_text(json.dumps({"all": {"hosts": {h: {"ansible_host": f"192.0.2.{10 + n}"}
-                                                     for n, h in enumerate(hosts)}}}), encoding="utf-8")
+                                                     for n, h in enumerate(hosts)},
+                                           "vars": settings or {}}}), encoding="utf-8")
     out = tmp_path / "wiring.json"
     result = subprocess.run(["ansible-playbook", str(ROOT / "playbooks" / "wiring-render.yml"), "-i", inventory,
                              "-i", str(overlay), "-e", json.dumps({"webstack_wiring_out": str(out)})],
@@ -105,6 +107,14 @@ def test_stage2_adds_the_monitoring_server_as_the_only_scraper(wirings: dict[int
     assert all(r[2] != mon for host in ("web-01", "web-02") for r in rules(w, host) if r[0] == 80)
 
 
+def test_the_site_opens_the_stats_port_the_inventory_sets(tmp_path: Path) -> None:
+    """Through the wiring: haproxy_stats_bind set in an inventory moves the firewall rule with it (the wiring sets
+    the role's source group, not a flow list of its own)."""
+    rendered = render(2, tmp_path, {"haproxy_stats_bind": "0.0.0.0:9101"})
+    mon = address(rendered, "mon-01")
+    assert (9101, "tcp", mon) in rules(rendered, "lb-01") and not any(r[0] == 8404 for r in rules(rendered, "lb-01"))
+
+
 def test_one_database_server_backs_up_a_replica_where_there_is_one(
         wirings: dict[int, dict[str, dict[str, Any]]]) -> None:
     """The first replica takes the backups (the primary where there is none); metrics only where monitoring runs."""
@@ -117,10 +127,11 @@ def test_one_database_server_backs_up_a_replica_where_there_is_one(
 
 
 @pytest.mark.parametrize(("settings", "expected"), [
-    ({}, {(80, "any"), (443, "any")}),
-    ({"haproxy_firewall_stats_from_group": "scrapers"}, {(80, "any"), (443, "any"), (8404, "scrapers")}),
+    ({}, {(80, "any")}),
+    ({"haproxy_tls_enabled": True}, {(80, "any"), (443, "any")}),
+    ({"haproxy_firewall_stats_from_group": "scrapers"}, {(80, "any"), (8404, "scrapers")}),
     ({"haproxy_firewall_stats_from_group": "scrapers", "haproxy_stats_bind": ":9101"},
-     {(80, "any"), (443, "any"), (9101, "scrapers")}),
+     {(80, "any"), (9101, "scrapers")}),
 ])
 def test_a_roles_flows_are_its_variables_built_from_its_settings(
         tmp_path: Path, settings: dict[str, str], expected: set[tuple[int, str]]) -> None:
