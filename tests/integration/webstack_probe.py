@@ -157,13 +157,15 @@ def run_playbook(playbook: Path, inventory: str, *extra: str, env: dict[str, str
     return result, recap
 
 
-def playbook_recap(*extra: str) -> dict[str, dict[str, int]]:
-    """Run site.yml against the scenario's hosts (must succeed) and return the PLAY RECAP counters.
+def scenario_inventory() -> str:
+    """The scenario's whole inventory directory, as Molecule's own converge uses it (its linked connection settings
+    too)."""
+    return str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
 
-    The whole inventory directory, as Molecule's own converge uses it (its linked connection settings too).
-    """
-    inventory = str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
-    result, recap = run_playbook(ROOT / "site.yml", inventory, *extra)
+
+def playbook_recap(*extra: str) -> dict[str, dict[str, int]]:
+    """Run site.yml against the scenario's hosts (must succeed) and return the PLAY RECAP counters."""
+    result, recap = run_playbook(ROOT / "site.yml", scenario_inventory(), *extra)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     return recap
 

@@ -11,7 +11,6 @@ most 400 GETs), bad input.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import time
@@ -140,8 +139,7 @@ def failover_and_back(case: str, break_lb1: Callable[[], object], repair_lb1: Ca
 
 def run_converge(*extra: str) -> tuple[subprocess.CompletedProcess[str], dict[str, dict[str, int]]]:
     """converge.yml against the scenario's inventory (Molecule's own, with the linked connection settings)."""
-    inventory = str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
-    return probe.run_playbook(CONVERGE, inventory, *extra)
+    return probe.run_playbook(CONVERGE, probe.scenario_inventory(), *extra)
 
 
 # --- the role's result on each host -------------------------------------------------------------------

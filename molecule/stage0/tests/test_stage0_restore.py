@@ -4,7 +4,6 @@ test_stage0.py (file order): it takes the database away for a minute."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -33,8 +32,7 @@ def test_a_wiped_server_gets_its_rows_back_from_the_controllers_copy(host: Any, 
     assert "foobar" not in host.check_output("mariadb -N -B -e 'SHOW DATABASES'")
     # The database tier converged again: an empty database, its accounts (the app keeps its password).
     probe.playbook_recap("--tags", "database")
-    inventory = str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
-    result, _ = probe.run_playbook(probe.ROOT / "playbooks" / "restore.yml", inventory,
+    result, _ = probe.run_playbook(probe.ROOT / "playbooks" / "restore.yml", probe.scenario_inventory(),
                                    "-e", f"restore_from_dir={tmp_path / name}")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 

@@ -4,14 +4,12 @@ Runs after test_stage1.py (file order)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import webstack_probe as probe
 from test_stage1 import LB, PRIMARY, REPLICA
 
 testinfra_hosts = [LB]
 TABLE = "foobar.items"
+RESTORE = probe.ROOT / "playbooks" / "restore.yml"
 
 
 def test_the_replicas_backup_restores_the_rows_on_the_primary_and_through_replication() -> None:
@@ -28,8 +26,7 @@ def test_the_replicas_backup_restores_the_rows_on_the_primary_and_through_replic
     # Lost on the primary, and so on the replica too: what a backup is for.
     primary.check_output(f"mariadb -e 'DROP TABLE {TABLE}'")
     assert probe.wait_for(lambda: replica.run(f"mariadb -e 'SELECT 1 FROM {TABLE} LIMIT 1'").rc != 0, timeout=30)
-    inventory = str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
-    result, _ = probe.run_playbook(probe.ROOT / "playbooks" / "restore.yml", inventory, "-e", f"restore_backup={name}")
+    result, _ = probe.run_playbook(RESTORE, probe.scenario_inventory(), "-e", f"restore_backup={name}")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
     assert probe.table_state(primary, TABLE) == before
@@ -39,8 +36,7 @@ def test_the_replicas_backup_restores_the_rows_on_the_primary_and_through_replic
 
 
 def test_a_restore_onto_the_replica_is_refused() -> None:
-    inventory = str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
-    result, _ = probe.run_playbook(probe.ROOT / "playbooks" / "restore.yml", inventory, "-e", f"restore_to={REPLICA}")
+    result, _ = probe.run_playbook(RESTORE, probe.scenario_inventory(), "-e", f"restore_to={REPLICA}")
     # The message is on stderr too (Ansible's [ERROR] lines), and may be folded over lines.
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0
