@@ -84,7 +84,7 @@ lint: venv
 	ansible-lint --profile production
 	ruff check app filter_plugins plugins tools tests molecule  # rules: ruff.toml
 	mypy --strict --ignore-missing-imports app/foobar_app filter_plugins plugins/filter plugins/callback tools
-	MYPYPATH=app:filter_plugins:plugins/filter:tools:tests/integration \
+	MYPYPATH=app:filter_plugins:plugins/filter:tools:tests/integration:tests/unit \
 	  mypy --strict --ignore-missing-imports --explicit-package-bases tests/unit tests/integration
 	@# Each scenario's verifier on its own (they all have a conftest module).
 	for tests in molecule/*/tests; do MYPYPATH=tools:tests/integration:$$tests \

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from foobar_app.cache import CacheSettings
+
 DEFAULT_CONFIG_PATH = "/etc/foobar/app.json"
 
 
@@ -36,6 +38,22 @@ class Settings:
     read_db: DBSettings
     items_limit: int = 20
     max_text_length: int = 500
+    # The Redis cache of the latest items (None: every read goes to the database).
+    cache: CacheSettings | None = None
+
+
+def _cache(raw: dict[str, Any] | None) -> CacheSettings | None:
+    if not raw or not raw.get("host"):
+        return None
+    return CacheSettings(
+        host=str(raw["host"]),
+        port=int(raw.get("port", 6379)),
+        password=str(raw.get("password") or ""),
+        ttl=float(raw.get("ttl", 5.0)),
+        timeout=float(raw.get("timeout", 0.2)),
+        retry_after=float(raw.get("retry_after", 5.0)),
+        prefix=str(raw.get("prefix", "foobar:")),
+    )
 
 
 def _db(raw: dict[str, Any], name: str) -> DBSettings:
@@ -65,6 +83,7 @@ def parse_settings(raw: dict[str, Any]) -> Settings:
         read_db=read_db,
         items_limit=int(raw.get("items_limit", 20)),
         max_text_length=int(raw.get("max_text_length", 500)),
+        cache=_cache(raw.get("cache")),
     )
 
 

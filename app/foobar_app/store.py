@@ -55,7 +55,7 @@ class Item:
 class ItemStore(Protocol):
     """What the web layer needs from storage."""
 
-    def latest(self, limit: int) -> list[Item]: ...
+    def latest(self, limit: int, fresh: bool = False) -> list[Item]: ...
 
     def add(self, text: str, key: str | None = None) -> tuple[Item, bool]: ...
 
@@ -142,8 +142,10 @@ class MySQLStore:
                 self._read_down_until = time.monotonic() + self.READ_RETRY_AFTER
         return self._run(self._write_db, sql, args, share)
 
-    def latest(self, limit: int) -> list[Item]:
-        rows = self._read("SELECT id, text, created_at FROM items ORDER BY id DESC LIMIT %s", (limit,))
+    def latest(self, limit: int, fresh: bool = False) -> list[Item]:
+        """The newest rows, from the read server; `fresh`: from the write server (what a write just committed)."""
+        sql, args = "SELECT id, text, created_at FROM items ORDER BY id DESC LIMIT %s", (limit,)
+        rows = self._run(self._write_db, sql, args) if fresh else self._read(sql, args)
         return [_item(row) for row in rows]
 
     def add(self, text: str, key: str | None = None) -> tuple[Item, bool]:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from foobar_app.cache import ItemsCache
 from foobar_app.config import Settings
 from foobar_app.store import ItemStore, StoreError
 
@@ -134,10 +135,11 @@ def render_page(host: str, release: str, items: list[dict[str, Any]]) -> bytes:
 class App:
     """Routes requests to handlers; every response carries X-Served-By."""
 
-    def __init__(self, settings: Settings, store: ItemStore, release: str) -> None:
+    def __init__(self, settings: Settings, store: ItemStore, release: str, cache: ItemsCache | None = None) -> None:
         self.settings = settings
         self.store = store
         self.release = release
+        self.cache = cache
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         response = self.dispatch(environ)
@@ -173,22 +175,43 @@ class App:
             return Response(405, b'{"error":"method not allowed"}\n', "application/json", [("Allow", allowed)])
         return handler(environ)
 
-    def _items(self) -> list[dict[str, Any]]:
-        return [item.as_dict() for item in self.store.latest(self.settings.items_limit)]
+    def _items(self) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+        """The latest items, from the cache where it has them, and the X-Cache header that says so."""
+        limit = self.settings.items_limit
+        if self.cache is None:
+            return [item.as_dict() for item in self.store.latest(limit)], []
+        items, state = self.cache.get(limit)
+        if items is None:
+            items = [item.as_dict() for item in self.store.latest(limit)]
+            self.cache.put(limit, items)
+        return items, [("X-Cache", state)]
+
+    def _refresh_cache(self) -> None:
+        """After a write: the cache gets the list as the primary has it now, else loses its list."""
+        if self.cache is None:
+            return
+        limit = self.settings.items_limit
+        try:
+            self.cache.put(limit, [item.as_dict() for item in self.store.latest(limit, fresh=True)], from_write=True)
+        except StoreError:
+            self.cache.forget(limit)
 
     def index(self, _environ: Environ) -> Response:
         try:
-            items = self._items()
+            items, headers = self._items()
         except StoreError:
             return Response(503, b"<!doctype html><p>database unavailable</p>\n", "text/html; charset=utf-8")
-        return Response(200, render_page(self.settings.host_name, self.release, items), "text/html; charset=utf-8")
+        page = render_page(self.settings.host_name, self.release, items)
+        return Response(200, page, "text/html; charset=utf-8", headers)
 
     def list_items(self, _environ: Environ) -> Response:
         try:
-            items = self._items()
+            items, headers = self._items()
         except StoreError:
             return error(503, "read database unavailable")
-        return json_response(200, {"host": self.settings.host_name, "items": items})
+        response = json_response(200, {"host": self.settings.host_name, "items": items})
+        response.headers.extend(headers)
+        return response
 
     def add_item(self, environ: Environ) -> Response:
         """Create an item. With an Idempotency-Key, a repeat of the same request gets the same row (200)."""
@@ -204,6 +227,7 @@ class App:
         except StoreError:
             return error(503, "write database unavailable")
         if created:
+            self._refresh_cache()
             return json_response(201, item.as_dict())
         if item.text != text:
             return error(409, "Idempotency-Key already used for a different item")

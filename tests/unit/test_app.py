@@ -21,7 +21,7 @@ class FakeStore:
         self.write_down = False
         self.keys: dict[str, Item] = {}
 
-    def latest(self, limit: int) -> list[Item]:
+    def latest(self, limit: int, fresh: bool = False) -> list[Item]:
         if self.read_down:
             raise StoreError("down")
         return list(reversed(self.items))[:limit]

@@ -68,6 +68,7 @@ BAD_INPUT = [
     ("app", {"app_port": "http", "app_source_dir": "/x", "app_release_id": "r", "app_db_password": "p"}, "app_port"),
     ("mysql", {"mysql_replication_role": "leader"}, "mysql_replication_role"),
     ("haproxy", {"haproxy_backends": [{"name": "web", "balance": "fastest", "servers": []}]}, "balance"),
+    ("redis", {"redis_maxmemory_policy": "lru", "redis_password": "x" * 20}, "redis_maxmemory_policy"),
 ]
 
 
@@ -100,6 +101,13 @@ def test_empty_backend_fails_in_preflight_naming_the_fix() -> None:
     assert "Check the inputs that argument specs cannot" in out and "every backend at least one server" in out
     assert "empty: ['web']" in out
     assert "changed=0" in out and "failed=1" in out, out
+
+
+def test_a_short_cache_password_fails_in_preflight_naming_the_fix() -> None:
+    result = run_role("redis", {"redis_password": "short"})
+    assert result.returncode != 0
+    assert "redis_password must be at least 16 printable characters" in result.stdout, result.stdout
+    assert "changed=0" in result.stdout
 
 
 def test_requirements_collections_are_installed_at_compatible_versions() -> None:

@@ -115,6 +115,21 @@ def test_the_site_opens_the_stats_port_the_inventory_sets(tmp_path: Path) -> Non
     assert (9101, "tcp", mon) in rules(rendered, "lb-01") and not any(r[0] == 8404 for r in rules(rendered, "lb-01"))
 
 
+def test_the_app_servers_and_only_they_reach_the_cache(wirings: dict[int, dict[str, dict[str, Any]]]) -> None:
+    """Stage 2 keeps its cache on web-02 (an app server: loopback there), stage 3 on db-02; no cache group, no
+    cache (stages 0 and 1)."""
+    two, three = wirings[2], wirings[3]
+    assert (two["web-01"]["app_cache_host"], two["web-02"]["app_cache_host"]) == (address(two, "web-02"), "127.0.0.1")
+    assert two["web-02"]["redis_bind_addresses"] == ["127.0.0.1", address(two, "web-02")]
+    assert {r for r in rules(two, "web-02") if r[0] in (6379, 9121)} == {
+        (6379, "tcp", address(two, "web-01")), (9121, "tcp", address(two, "mon-01"))}
+    apps = {address(three, "app-01"), address(three, "app-02")}
+    assert {three[app]["app_cache_host"] for app in ("app-01", "app-02")} == {address(three, "db-02")}
+    assert {r[2] for r in rules(three, "db-02") if r[0] == 6379} == apps
+    assert not any(r[0] == 6379 for host in three if host != "db-02" for r in rules(three, host))
+    assert {wirings[stage]["web-01"]["app_cache_host"] for stage in (0, 1)} == {""}
+
+
 def test_one_database_server_backs_up_a_replica_where_there_is_one(
         wirings: dict[int, dict[str, dict[str, Any]]]) -> None:
     """The first replica takes the backups (the primary where there is none); metrics only where monitoring runs."""

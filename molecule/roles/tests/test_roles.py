@@ -19,7 +19,7 @@ def node(name: str) -> Any:
 
 
 @pytest.mark.parametrize(("name", "services"), [
-    (LB, ["haproxy", "keepalived"]),
+    (LB, ["haproxy", "keepalived", "redis-server"]),
     (WEB, ["mariadb", "app", "nginx"]),
     (MON, ["prometheus", "prometheus-alertmanager", "prometheus-node-exporter"]),
     (SEC, ["ssh"]),
@@ -53,6 +53,16 @@ def test_haproxy_balances_to_the_web_container_and_keepalived_holds_the_vip() ->
                           timeout=30)
     assert probe.wait_for(lambda: "10.251.60.100/24" in lb.check_output("ip -4 -o addr show"), timeout=15)
     assert lb.run("haproxy -c -q -f /etc/haproxy/haproxy.cfg").rc == 0
+
+
+def test_redis_answers_only_with_its_password_on_its_private_address() -> None:
+    lb = node(LB)
+    cli = f"redis-cli -h {probe.container_address(LB)}"
+    assert "NOAUTH" in lb.check_output(f"{cli} ping")
+    assert lb.check_output(f"REDISCLI_AUTH=molecule-cache-password {cli} ping") == "PONG"
+    assert "unknown command" in lb.check_output(f"REDISCLI_AUTH=molecule-cache-password {cli} flushall").lower()
+    assert "molecule-cache-password" not in lb.check_output("cat /etc/redis/redis.conf")
+    assert lb.check_output("stat -c %a /etc/redis/auth.conf") == "640"
 
 
 def test_certbot_self_signed_bundle_names_the_domains() -> None:

@@ -18,7 +18,7 @@ MON = RUNNER.get_hosts("monitoring")[0]
 ALL = RUNNER.get_hosts("all")
 PROBE = "webstack-m2-probe"
 # Every port any role of the stage could open, plus a few nobody should.
-PORTS = [22, 80, 443, 3306, 8000, 8080, 8404, 8888, 9090, 9093, 9100, 9104, 9113, 9999]
+PORTS = [22, 80, 443, 3306, 6379, 8000, 8080, 8404, 8888, 9090, 9093, 9100, 9104, 9113, 9121, 9999]
 # What an outsider (the probe: in no group) may reach: SSH (admin network: any) and the site on the LB.
 OPEN_TO_ANYONE = {(LB, 80), (LB, 443)} | {(host, 22) for host in ALL}
 

@@ -29,7 +29,7 @@ def test_every_target_is_up(host: Any) -> None:
     def all_up() -> bool:
         targets = api(host, "http://127.0.0.1:9090/api/v1/targets?state=active")["data"]["activeTargets"]
         jobs = {t["labels"]["job"] for t in targets}
-        return {"node", "mysqld", "nginx", "haproxy"} <= jobs and all(t["health"] == "up" for t in targets)
+        return {"node", "mysqld", "nginx", "haproxy", "redis"} <= jobs and all(t["health"] == "up" for t in targets)
 
     assert probe.wait_for(all_up, timeout=60, interval=2), \
         api(host, "http://127.0.0.1:9090/api/v1/targets?state=active")["data"]["activeTargets"]

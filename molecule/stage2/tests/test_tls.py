@@ -27,19 +27,6 @@ PEM = "/etc/haproxy/certs/www.foobar.com.pem"
 testinfra_hosts = [LB]
 
 
-@pytest.fixture(scope="module")
-def lb() -> str:
-    return probe.container_address(LB)
-
-
-@pytest.fixture(scope="module")
-def pebble_root(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Pebble's issuing root, fetched from its management API (trusted only inside this test)."""
-    path = tmp_path_factory.mktemp("pebble") / "root.pem"
-    path.write_bytes(probe.pebble_root("webstack-m2-pebble", EPHEMERAL / "pebble-listener-ca.pem"))
-    return str(path)
-
-
 def tls_get(address: str, cafile: str, path: str = "/", alpn: list[str] | None = None) -> tuple[Any, str, int]:
     context = ssl.create_default_context(cafile=cafile)
     if alpn:
