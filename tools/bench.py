@@ -22,6 +22,7 @@ Traffic goes only to the lab's own containers.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import ipaddress
 import json
 import os
@@ -228,13 +229,61 @@ def semi_sync_cost(stage: int, writes: int = 200) -> dict[str, Any]:
             "p50_cost_ms": round(on["p50_ms"] - off["p50_ms"], 2)}
 
 
+def cache_effect(stage: int, clients: int = 4, each: int = 500) -> dict[str, Any] | None:
+    """Through the entry host: `clients` concurrent clients, `each` requests apiece, every 10th a POST; the share of
+    GETs the cache answered (X-Cache) and their latency against the database's. Then Redis killed and frozen for 6 s
+    under a bounded load: the requests that failed (the app must read the database meanwhile)."""
+    hosts = lab.load_hosts(stage)
+    cache = next((h for h in hosts if "cache" in h.groups), None)
+    if cache is None:
+        return None
+    entry, cafile, _ = entry_and_primary(stage)
+
+    def client(_: int) -> list[tuple[str, float, int]]:
+        seen = []
+        for index in range(each):
+            start = time.monotonic()
+            if index % 10 == 9:
+                reply = probe.request(entry, "POST", "/api/items", {"text": probe.unique_text("bench")}, timeout=10,
+                                      cafile=cafile)
+                seen.append(("POST", time.monotonic() - start, reply.status))
+            else:
+                reply = probe.request(entry, "GET", "/api/items", timeout=10, cafile=cafile)
+                seen.append((reply.headers.get("x-cache", "none"), time.monotonic() - start, reply.status))
+        return seen
+
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        seen = [one for part in pool.map(client, range(clients)) for one in part]
+    gets = [(state, seconds) for state, seconds, _ in seen if state != "POST"]
+    by_state = {state: [s for st, s in gets if st == state] for state in sorted({st for st, _ in gets})}
+
+    def signal(name: str) -> None:
+        lab.sh(["docker", "exec", cache.container, "systemctl", "kill", "--signal", name, "redis-server"])
+
+    with probe.LoadLoop(entry, interval=0.05, limit=600, write_every=5, cafile=cafile, timeout=10) as load:
+        time.sleep(3)
+        signal("KILL")
+        time.sleep(4)
+        signal("STOP")
+        try:
+            time.sleep(6)
+        finally:
+            signal("CONT")
+        time.sleep(4)
+    return {"host": cache.name, "requests": len(seen), "failed": sum(1 for *_, status in seen if status >= 500),
+            "gets": len(gets), "hit_ratio": round(len(by_state.get("HIT", [])) / max(1, len(gets)), 3),
+            "latency_by_state": {state: latency_summary(values) for state, values in by_state.items()},
+            "redis_killed_then_frozen": {"requests": len(load.outcomes), "failed": len(load.failed),
+                                         "max_gap_s": round(load.max_gap, 2)}}
+
+
 def stage_roles(stage: int) -> dict[str, list[str]]:
     """Which roles each group gets at a stage (the wiring's webstack_roles_by_group, for the package floor)."""
     roles = {"loadbalancers": ["haproxy"], "webservers": ["nginx"], "appservers": ["app"],
              "db_primary": ["mysql"], "db_replicas": ["mysql"]}
     if stage >= 2:
         roles |= {"all": ["sshd", "ufw", "monitoring_agent"], "monitoring": ["monitoring_server"],
-                  "loadbalancers": ["haproxy", "certbot"]}
+                  "loadbalancers": ["haproxy", "certbot"], "cache": ["redis"]}
     if stage >= 3:
         roles["loadbalancers"] = [*roles["loadbalancers"], "keepalived"]
     return roles
@@ -333,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "serving"):
         results["serving"] = serving(args.stage, args.duration, args.connections)
         results["semi_sync_write_cost"] = semi_sync_cost(args.stage)
+        results["cache"] = cache_effect(args.stage)
     if args.only in (None, "failover"):
         results["primary_blackholed"] = primary_blackholed(args.stage)
         if args.stage >= 3:

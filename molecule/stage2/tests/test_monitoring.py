@@ -44,7 +44,7 @@ def test_alert_and_recording_rules_are_loaded(host: Any) -> None:
     for wanted in ("InstanceDown", "HAProxyBackendDown", "ReplicationStopped", "ReplicationLagging", "MySQLDown",
                    "CertificateRenewalOverdue", "SemiSyncReplicationOff",
                    "CertificateExpiringSoon", "DiskAlmostFull", "Http5xxRateHigh", "BackupTooOld",
-                   "BackupNeverSucceeded"):
+                   "BackupNeverSucceeded", "RedisDown"):
         assert wanted in names, names
     assert any(name.startswith("webstack:") for name in names), names  # web QPS is recorded
 

@@ -74,6 +74,9 @@ def test_https_through_the_vip_reaches_both_web_and_both_app_hosts(root: str) ->
     # nginx names itself by host name, the app by inventory name.
     assert {r.headers["x-proxied-by"] for r in replies} == {web.removeprefix("webstack-m3-") for web in WEB}
     assert {r.headers["x-served-by"] for r in replies} == set(APP)
+    # Both app servers read the latest items from the one cache (db-02): after the first miss, hits.
+    states = {r.headers.get("x-cache") for r in replies}
+    assert "HIT" in states and states <= {"HIT", "MISS"}, states
 
 
 def test_exactly_one_load_balancer_holds_the_vip_and_it_is_the_first() -> None:
