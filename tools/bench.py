@@ -12,10 +12,12 @@ VRRP settings and the tuned ones (VRRPv3, 0.25 s adverts), each with requests st
 
 Serving: wrk (Debian package) from the controller, bounded by --duration, against one web server
 directly and against the load balancer, and the write latency semi-synchronous replication costs (200 POSTs
-with it, 200 with it switched off on the primary). Failover: GETs (10/s) through the load balancer while the primary's
-host is cut off the network (docker network disconnect), and the POST latency meanwhile. Converge: the raw
-`apt-get install` time of each host's packages on
-fresh containers (the floor) vs a fresh `make lab` converge, and an idempotent re-run.
+with it, 200 with it switched off on the primary) and, where the stage has a cache group, the cache: 4 clients x
+500 requests (every 10th a POST) counted by X-Cache (hit ratio, latency per state), the same reads with Redis
+stopped, and Redis killed then frozen for 6 s under a bounded load (failed requests). Failover: GETs (10/s) through
+the load balancer while the primary's host is cut off the network (docker network disconnect), and the POST
+latency meanwhile. Converge: the raw `apt-get install` time of each host's packages on fresh containers (the floor)
+vs a fresh `make lab` converge, and an idempotent re-run.
 Traffic goes only to the lab's own containers.
 """
 
@@ -252,13 +254,26 @@ def cache_effect(stage: int, clients: int = 4, each: int = 500) -> dict[str, Any
                 seen.append((reply.headers.get("x-cache", "none"), time.monotonic() - start, reply.status))
         return seen
 
-    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-        seen = [one for part in pool.map(client, range(clients)) for one in part]
+    def run_clients() -> list[tuple[str, float, int]]:
+        with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+            return [one for part in pool.map(client, range(clients)) for one in part]
+
+    seen = run_clients()
     gets = [(state, seconds) for state, seconds, _ in seen if state != "POST"]
     by_state = {state: [s for st, s in gets if st == state] for state in sorted({st for st, _ in gets})}
 
+    def systemctl(*command: str) -> None:
+        lab.sh(["docker", "exec", cache.container, "systemctl", *command, "redis-server"])
+
     def signal(name: str) -> None:
-        lab.sh(["docker", "exec", cache.container, "systemctl", "kill", "--signal", name, "redis-server"])
+        systemctl("kill", "--signal", name)
+
+    # The same reads without the cache (Redis stopped: every GET reads the database), for comparison.
+    systemctl("stop")
+    try:
+        uncached = [seconds for state, seconds, _ in run_clients() if state != "POST"]
+    finally:
+        systemctl("start")
 
     with probe.LoadLoop(entry, interval=0.05, limit=600, write_every=5, cafile=cafile, timeout=10) as load:
         time.sleep(3)
@@ -273,6 +288,7 @@ def cache_effect(stage: int, clients: int = 4, each: int = 500) -> dict[str, Any
     return {"host": cache.name, "requests": len(seen), "failed": sum(1 for *_, status in seen if status >= 500),
             "gets": len(gets), "hit_ratio": round(len(by_state.get("HIT", [])) / max(1, len(gets)), 3),
             "latency_by_state": {state: latency_summary(values) for state, values in by_state.items()},
+            "latency_without_cache": latency_summary(uncached),
             "redis_killed_then_frozen": {"requests": len(load.outcomes), "failed": len(load.failed),
                                          "max_gap_s": round(load.max_gap, 2)}}
 
