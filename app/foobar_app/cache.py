@@ -1,9 +1,11 @@
 """A short-lived cache of the latest items in Redis, which the site survives losing.
 
 Reads look in the cache first; a miss reads the database and stores what it read for `ttl` seconds. A write
-stores the list as the primary has it right after the commit. An entry is stored with the highest item id it
-holds and a store never replaces a newer list with an older one (a reader that read a lagging replica cannot
-overwrite the writer's list), so once a POST has been answered, later cache hits include its item.
+stores the list as the primary has it right after the commit. An entry is stored with its version, the sum of the
+item ids it holds: items are only ever added, so a list that has seen more of them (the newest `limit` of a
+larger set) has a larger sum, and a store never replaces a list with one that has seen less (a reader that read a
+lagging replica, or a writer whose read came before another write's commit, cannot overwrite it). So once a POST
+has been answered, later cache hits include its item.
 
 Redis is an accelerator only: any error (down, cut off, hung, refusing the password) answers as a miss, and for
 `retry_after` seconds this process does not ask Redis again, so a hung server costs one `timeout` per period,
@@ -13,21 +15,23 @@ not one per request. Items shown may be up to `ttl` seconds old only when a writ
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-# Store ARGV[2] under KEYS[1] for ARGV[3] ms unless the entry there holds a newer list: its newest item id
-# (the text before the first newline) is higher than ARGV[1], or equal and ARGV[4] is not "1" (a reader's list
-# replaces an equal one only when it comes from a write: the writer read the primary).
+# Store ARGV[2] under KEYS[1] for ARGV[3] ms unless the entry there holds a newer list: its version (the text
+# before the first newline) is higher than ARGV[1], or equal and ARGV[4] is not "1" (an equal list is stored again,
+# with a new TTL, only by a writer, who read the primary). An entry without a TTL was not written by this code: it
+# is replaced whatever it claims.
 STORE_IF_NEWER = """
 local current = redis.call('GET', KEYS[1])
-if current then
-  local newest = tonumber(string.match(current, '^(%d+)\\n'))
+if current and redis.call('PTTL', KEYS[1]) >= 0 then
+  local version = tonumber(string.match(current, '^(%d+)\\n'))
   local candidate = tonumber(ARGV[1])
-  if newest and (newest > candidate or (newest == candidate and ARGV[4] ~= '1')) then
+  if version and (version > candidate or (version == candidate and ARGV[4] ~= '1')) then
     return 0
   end
 end
@@ -36,6 +40,7 @@ return 1
 """
 
 HIT, MISS, BYPASS = "HIT", "MISS", "BYPASS"
+LOG = logging.getLogger("foobar_app.cache")
 
 
 class CacheError(Exception):
@@ -60,7 +65,7 @@ class CacheClient(Protocol):
 
     def get(self, key: str) -> bytes | None: ...
 
-    def store_if_newer(self, key: str, newest_id: int, payload: str, ttl_ms: int, from_write: bool) -> None: ...
+    def store_if_newer(self, key: str, version: int, payload: str, ttl_ms: int, from_write: bool) -> None: ...
 
     def delete(self, key: str) -> None: ...
 
@@ -95,14 +100,22 @@ class RedisClient:
         value = self._call(lambda: self._redis.get(key))
         return value if isinstance(value, bytes) else None
 
-    def store_if_newer(self, key: str, newest_id: int, payload: str, ttl_ms: int, from_write: bool) -> None:
-        self._call(lambda: self._store(keys=[key], args=[newest_id, payload, ttl_ms, "1" if from_write else "0"]))
+    def store_if_newer(self, key: str, version: int, payload: str, ttl_ms: int, from_write: bool) -> None:
+        self._call(lambda: self._store(keys=[key], args=[version, payload, ttl_ms, "1" if from_write else "0"]))
 
     def delete(self, key: str) -> None:
         self._call(lambda: self._redis.delete(key))
 
 
 Items = list[dict[str, Any]]
+
+
+def valid_items(value: Any) -> bool:
+    """What the cache returned is a list of items as the store makes them (anything else is a miss)."""
+    return isinstance(value, list) and all(
+        isinstance(item, dict) and type(item.get("id")) is int
+        and isinstance(item.get("text"), str) and isinstance(item.get("created_at"), str)
+        for item in value)
 
 
 class ItemsCache:
@@ -122,9 +135,11 @@ class ItemsCache:
     def _available(self) -> bool:
         return self._clock() >= self._down_until
 
-    def _failed(self) -> None:
+    def _failed(self, error: CacheError) -> None:
         with self._lock:
             self._down_until = self._clock() + self._settings.retry_after
+        LOG.warning("cache %s:%s failed (%s); reading the database for %.0f s",
+                    self._settings.host, self._settings.port, error, self._settings.retry_after)
 
     def get(self, limit: int) -> tuple[Items | None, str]:
         """The cached list and HIT; None and MISS when absent; None and BYPASS while the cache is failing."""
@@ -132,8 +147,8 @@ class ItemsCache:
             return None, BYPASS
         try:
             raw = self._client.get(self._key(limit))
-        except CacheError:
-            self._failed()
+        except CacheError as exc:
+            self._failed(exc)
             return None, BYPASS
         if raw is None:
             return None, MISS
@@ -141,18 +156,18 @@ class ItemsCache:
             items = json.loads(raw.decode("utf-8").split("\n", 1)[1])
         except (UnicodeDecodeError, IndexError, json.JSONDecodeError):
             return None, MISS  # not ours or truncated: read the database and overwrite it
-        return (items, HIT) if isinstance(items, list) else (None, MISS)
+        return (items, HIT) if valid_items(items) else (None, MISS)
 
     def put(self, limit: int, items: Items, from_write: bool = False) -> None:
         """Store `items` unless the cache holds a newer list (see STORE_IF_NEWER)."""
         if not self._available():
             return
-        newest = max((int(item["id"]) for item in items), default=0)
+        version = sum(int(item["id"]) for item in items)
         payload = json.dumps(items, separators=(",", ":"))
         try:
-            self._client.store_if_newer(self._key(limit), newest, payload, int(self._settings.ttl * 1000), from_write)
-        except CacheError:
-            self._failed()
+            self._client.store_if_newer(self._key(limit), version, payload, int(self._settings.ttl * 1000), from_write)
+        except CacheError as exc:
+            self._failed(exc)
 
     def forget(self, limit: int) -> None:
         """Drop the cached list (after a write whose fresh list could not be read)."""
@@ -160,5 +175,5 @@ class ItemsCache:
             return
         try:
             self._client.delete(self._key(limit))
-        except CacheError:
-            self._failed()
+        except CacheError as exc:
+            self._failed(exc)

@@ -111,7 +111,7 @@ def idempotency_key(environ: Environ) -> str | None:
 
 def render_page(host: str, release: str, items: list[dict[str, Any]]) -> bytes:
     rows = "\n".join(
-        f"<li><span class=\"id\">#{item['id']}</span> {html.escape(item['text'])}"
+        f"<li><span class=\"id\">#{int(item['id'])}</span> {html.escape(item['text'])}"
         f" <time>{html.escape(item['created_at'])}</time></li>"
         for item in items
     )

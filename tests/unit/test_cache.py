@@ -32,15 +32,15 @@ class FakeClient:
         self._touch()
         return self.data.get(key)
 
-    def store_if_newer(self, key: str, newest_id: int, payload: str, ttl_ms: int, from_write: bool) -> None:
+    def store_if_newer(self, key: str, version: int, payload: str, ttl_ms: int, from_write: bool) -> None:
         self._touch()
         assert ttl_ms == 5000
         current = self.data.get(key)
         if current is not None:
-            newest = int(current.split(b"\n", 1)[0])
-            if newest > newest_id or (newest == newest_id and not from_write):
+            stored = int(current.split(b"\n", 1)[0])
+            if stored > version or (stored == version and not from_write):
                 return
-        self.data[key] = f"{newest_id}\n{payload}".encode()
+        self.data[key] = f"{version}\n{payload}".encode()
 
     def delete(self, key: str) -> None:
         self._touch()
@@ -118,19 +118,30 @@ def test_a_lagging_readers_list_never_replaces_the_writers(app: App, client: Fak
     assert ids(call(app, "GET", "/api/items")[2]) == [2, 1]
 
 
-def test_an_equal_list_from_a_write_replaces_a_readers(client: FakeClient) -> None:
-    """Ids commit out of order: a reader saw 11 without 10; the writer of 10 read both from the primary."""
+def item(number: int) -> dict[str, object]:
+    return {"id": number, "text": f"item {number}", "created_at": "2026-01-01T00:00:00"}
+
+
+@pytest.mark.parametrize("from_write", [False, True])
+def test_a_list_that_saw_fewer_items_never_replaces_one_that_saw_more(client: FakeClient, from_write: bool) -> None:
+    """Ids commit out of order: id 10 is allocated before 11 but commits after it. The writer of 10 read 11, 10, 9;
+    a reader, or the writer of 11 whose read came before 10's commit, read 11, 9: the same newest id, one item less."""
     cache = ItemsCache(client, SETTINGS)
-    cache.put(20, [{"id": 11}])
-    cache.put(20, [{"id": 11}, {"id": 10}], from_write=True)
-    cache.put(20, [{"id": 11}])
-    assert cache.get(20) == ([{"id": 11}, {"id": 10}], HIT)
+    cache.put(20, [item(11), item(10), item(9)], from_write=True)
+    cache.put(20, [item(11), item(9)], from_write=from_write)
+    assert cache.get(20) == ([item(11), item(10), item(9)], HIT)
+    cache.put(20, [item(11), item(10), item(9)], from_write=True)  # the same list again: stored (a new TTL)
+    cache.put(20, [item(12), item(11), item(10), item(9)])
+    assert [entry["id"] for entry in cache.get(20)[0] or []] == [12, 11, 10, 9]
 
 
-def test_a_failing_cache_is_bypassed_for_a_while_then_tried_again(app: App, store: CountingStore,
-                                                                  client: FakeClient, clock: Clock) -> None:
+def test_a_failing_cache_is_bypassed_for_a_while_then_tried_again(app: App, store: CountingStore, client: FakeClient,
+                                                                  clock: Clock, caplog: pytest.LogCaptureFixture
+                                                                  ) -> None:
     client.down = True
-    answers = [call(app, "GET", "/api/items") for _ in range(5)]
+    with caplog.at_level("WARNING", logger="foobar_app.cache"):
+        answers = [call(app, "GET", "/api/items") for _ in range(5)]
+    assert "cache cache:6379 failed" in caplog.text
     assert [(a[0], a[1]["X-Cache"]) for a in answers] == [(200, BYPASS)] * 5
     assert client.calls == 1, "one failed call, then the cache is left alone"
     assert post(app, "while down") == 201
@@ -158,8 +169,15 @@ def test_a_write_whose_list_cannot_be_read_drops_the_cached_one(app: App, store:
     assert call(app, "GET", "/api/items")[1]["X-Cache"] == MISS
 
 
-def test_an_entry_that_is_not_ours_is_a_miss(client: FakeClient) -> None:
-    client.data["foobar:items:latest:20"] = b"garbage"
+@pytest.mark.parametrize("entry", [
+    b"garbage",
+    b"5\n[1, 2]",
+    b"5\n[{\"id\": \"<script>\", \"text\": \"x\", \"created_at\": \"y\"}]",
+    b"5\n{\"id\": 1}",
+])
+def test_an_entry_that_is_not_a_list_of_items_is_a_miss(client: FakeClient, entry: bytes) -> None:
+    """Whoever else writes the key (a wrong client, someone with the password) gets no 500 and no markup served."""
+    client.data["foobar:items:latest:20"] = entry
     assert ItemsCache(client, SETTINGS).get(20) == (None, MISS)
 
 
