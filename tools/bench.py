@@ -262,29 +262,12 @@ def cache_effect(stage: int, clients: int = 4, each: int = 500) -> dict[str, Any
     gets = [(state, seconds) for state, seconds, _ in seen if state != "POST"]
     by_state = {state: [s for st, s in gets if st == state] for state in sorted({st for st, _ in gets})}
 
-    def systemctl(*command: str) -> None:
-        lab.sh(["docker", "exec", cache.container, "systemctl", *command, "redis-server"])
-
-    def signal(name: str) -> None:
-        systemctl("kill", "--signal", name)
-
     # The same reads without the cache (Redis stopped: every GET reads the database), for comparison.
-    systemctl("stop")
-    try:
+    with probe.service_stopped(cache.container, "redis-server"):
         uncached = [seconds for state, seconds, _ in run_clients() if state != "POST"]
-    finally:
-        systemctl("start")
 
     with probe.LoadLoop(entry, interval=0.05, limit=600, write_every=5, cafile=cafile, timeout=10) as load:
-        time.sleep(3)
-        signal("KILL")
-        time.sleep(4)
-        signal("STOP")
-        try:
-            time.sleep(6)
-        finally:
-            signal("CONT")
-        time.sleep(4)
+        probe.crash_then_hang(cache.container, "redis-server")
     return {"host": cache.name, "requests": len(seen), "failed": sum(1 for *_, status in seen if status >= 500),
             "gets": len(gets), "hit_ratio": round(len(by_state.get("HIT", [])) / max(1, len(gets)), 3),
             "latency_by_state": {state: latency_summary(values) for state, values in by_state.items()},

@@ -469,6 +469,25 @@ def service_stopped(container: str, service: str) -> Iterator[None]:
                        capture_output=True)
 
 
+def crash_then_hang(container: str, service: str, hang_s: float = 6.0) -> None:
+    """Inside a load loop the caller runs: 3 s of normal service, then `service` SIGKILLed (systemd restarts it),
+    4 s later frozen with SIGSTOP for `hang_s` (every call to it times out), resumed (SIGCONT, always), 4 s more."""
+
+    def signal(name: str) -> None:
+        subprocess.run(["docker", "exec", container, "systemctl", "kill", "--signal", name, service], check=True,
+                       capture_output=True)
+
+    time.sleep(3)
+    signal("KILL")
+    time.sleep(4)
+    signal("STOP")
+    try:
+        time.sleep(hang_s)
+    finally:
+        signal("CONT")
+    time.sleep(4)
+
+
 VIP_LOSSES = ("haproxy-stopped", "holder-killed", "holder-cut-off")
 
 
