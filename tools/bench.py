@@ -17,7 +17,10 @@ with it, 200 with it switched off on the primary) and, where the stage has a cac
 stopped, and Redis killed then frozen for 6 s under a bounded load (failed requests). Failover: GETs (10/s) through
 the load balancer while the primary's host is cut off the network (docker network disconnect), and the POST
 latency meanwhile. Converge: the raw `apt-get install` time of each host's packages on fresh containers (the floor)
-vs a fresh `make lab` converge, and an idempotent re-run.
+vs a fresh `make lab` converge, and an idempotent re-run. Deploy: a rolling deploy of a new release and the
+rollback, each under 4 clients through the entry host (wall time for the app tier and per host, requests, failed).
+Scale: a spare container joins the app tier (the web and app tiers below stage 3) by an inventory file of its own,
+then leaves, each site.yml run timed under the same load (requests, failed, the new host's share of reads).
 Traffic goes only to the lab's own containers.
 """
 
@@ -32,10 +35,11 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -276,6 +280,91 @@ def cache_effect(stage: int, clients: int = 4, each: int = 500) -> dict[str, Any
                                          "max_gap_s": round(load.max_gap, 2)}}
 
 
+def playbook_command(stage: int, playbook: str, *extra: str) -> tuple[list[str], dict[str, str]]:
+    """`ansible-playbook playbooks/<playbook>` against the stage's lab, with mitogen as `make deploy` runs it."""
+    cmd, env = site_command(stage, *extra)
+    cmd[1] = str(ROOT / "playbooks" / playbook)
+    return cmd, dict(env, **lab.mitogen_env(env))
+
+
+def deploy_under_load(stage: int, tmp: Path, clients: int = 4) -> dict[str, Any]:
+    """A rolling deploy of a new release (the working copy's app/ plus a comment) to every app host, then
+    rollback.yml back to the release they ran, each under `clients` clients through the entry host (a request every
+    0.05 s each, every 20th a POST; bounded): wall time for the tier and per host, requests served and failed."""
+    entry, cafile, _ = entry_and_primary(stage)
+    app_hosts = [h for h in lab.load_hosts(stage) if "appservers" in h.groups]
+    code = tmp / "app"
+    shutil.copytree(ROOT / "app", code, ignore=shutil.ignore_patterns("__pycache__"))
+    wsgi = code / "foobar_app" / "wsgi.py"
+    wsgi.write_text(wsgi.read_text(encoding="utf-8") + f"\n# bench release {time.time()}\n", encoding="utf-8")
+
+    def measured(playbook: str, *extra: str) -> dict[str, Any]:
+        cmd, env = playbook_command(stage, playbook, *extra)
+        with ExitStack() as stack:
+            loops = [stack.enter_context(probe.LoadLoop(entry, interval=0.05, limit=6000, write_every=20,
+                                                        cafile=cafile, timeout=15)) for _ in range(clients)]
+            seconds = timed(cmd, env)
+        outcomes = [o for loop in loops for o in loop.finished()]
+        return {"wall_s": round(seconds, 1), "per_host_s": round(seconds / len(app_hosts), 1),
+                "requests": len(outcomes), "failed": sum(1 for o in outcomes if o.status not in (200, 201))}
+
+    return {"app_hosts": len(app_hosts), "clients": clients,
+            "deploy": measured("deploy.yml", "-e", f"deploy_source_dir={code}"),
+            "rollback": measured("rollback.yml")}
+
+
+@contextmanager
+def spare_host(stage: int, name: str, groups: tuple[str, ...], tmp: Path) -> Iterator[Path]:
+    """A new lab container `name` (booted and reachable as the lab's hosts are, not in the stage's inventory) and an
+    inventory file that adds it to `groups`; removed afterwards."""
+    hosts = lab.load_hosts(stage)
+    host = lab.LabHost(name=name, groups=groups, stage=stage)
+    key = lab.ensure_key()
+    image = f"{lab.PREFIX}-debian:bookworm-v1"
+    lab.sh(lab.run_args(host, image, key.with_suffix(".pub"), False, lab.host_address(stage, len(hosts))),
+           capture=True)
+    try:
+        lab.sh(["docker", "exec", host.container, "sh", "-c", lab.ADMIN_SCRIPT, "admin-account", lab.ADMIN_USER],
+               capture=True)
+        address = lab.container_address(stage, name)
+        lab.wait_for_ssh(address)
+        known_hosts = tmp / "known_hosts"
+        lab.record_host_keys({name: address}, known_hosts)
+        document = lab.overlay_inventory({name: address}, key, known_hosts)
+        document["all"]["children"] = {group: {"hosts": {name: None}} for group in groups}
+        path = tmp / "scale-out.yml"
+        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        yield path
+    finally:
+        lab.sh(["docker", "rm", "-f", host.container], check=False, capture=True)
+
+
+def scale_out_and_in(stage: int, tmp: Path, clients: int = 4) -> dict[str, Any]:
+    """A spare app server (stage 3; web and app server below) joins its tier by inventory, then leaves: each
+    site.yml run timed under `clients` clients through the entry host (as deploy_under_load), and the share of 40
+    GETs the new host served in between."""
+    entry, cafile, _ = entry_and_primary(stage)
+    groups = ("appservers",) if stage >= 3 else ("webservers", "appservers")
+    name = "app-03" if stage >= 3 else "web-03"
+
+    def converged(*extra: str) -> dict[str, Any]:
+        cmd, env = site_command(stage, *extra)
+        with ExitStack() as stack:
+            loops = [stack.enter_context(probe.LoadLoop(entry, interval=0.05, limit=8000, write_every=20,
+                                                        cafile=cafile, timeout=15)) for _ in range(clients)]
+            seconds = timed(cmd, dict(env, **lab.mitogen_env(env)))
+        outcomes = [o for loop in loops for o in loop.finished()]
+        return {"wall_s": round(seconds, 1), "requests": len(outcomes),
+                "failed": sum(1 for o in outcomes if o.status not in (200, 201))}
+
+    with spare_host(stage, name, groups, tmp) as inventory:
+        out = converged("-i", str(inventory))
+        served = [probe.request(entry, "GET", "/", cafile=cafile).headers.get("x-served-by", "") for _ in range(40)]
+        out["new_host_share"] = round(sum(1 for s in served if s == name) / len(served), 3)
+        back = converged()
+    return {"host": name, "groups": list(groups), "clients": clients, "scale_out": out, "scale_in": back}
+
+
 def stage_roles(stage: int) -> dict[str, list[str]]:
     """Which roles each group gets at a stage (the wiring's webstack_roles_by_group, for the package floor)."""
     roles = {"loadbalancers": ["haproxy"], "webservers": ["nginx"], "appservers": ["app"],
@@ -367,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench.json")
     parser.add_argument("--stage", type=int, default=1)
     parser.add_argument("--release", default="bookworm", choices=["bookworm", "trixie"])
-    parser.add_argument("--only", choices=["serving", "converge", "failover"])
+    parser.add_argument("--only", choices=["serving", "converge", "failover", "deploy", "scale"])
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args(argv)
@@ -382,6 +471,12 @@ def main(argv: list[str] | None = None) -> int:
         results["serving"] = serving(args.stage, args.duration, args.connections)
         results["semi_sync_write_cost"] = semi_sync_cost(args.stage)
         results["cache"] = cache_effect(args.stage)
+    if args.only in (None, "deploy"):
+        with tempfile.TemporaryDirectory() as tmp:
+            results["deploy"] = deploy_under_load(args.stage, Path(tmp))
+    if args.only in (None, "scale"):
+        with tempfile.TemporaryDirectory() as tmp:
+            results["scale"] = scale_out_and_in(args.stage, Path(tmp))
     if args.only in (None, "failover"):
         results["primary_blackholed"] = primary_blackholed(args.stage)
         if args.stage >= 3:
