@@ -305,7 +305,7 @@ def deploy_under_load(stage: int, tmp: Path, clients: int = 4) -> dict[str, Any]
                                                         cafile=cafile, timeout=15)) for _ in range(clients)]
             seconds = timed(cmd, env)
         outcomes = [o for loop in loops for o in loop.finished()]
-        return {"wall_s": round(seconds, 1), "per_host_s": round(seconds / len(app_hosts), 1),
+        return {"wall_s": round(seconds, 1), "mean_per_host_s": round(seconds / len(app_hosts), 1),
                 "requests": len(outcomes), "failed": sum(1 for o in outcomes if o.status not in (200, 201))}
 
     return {"app_hosts": len(app_hosts), "clients": clients,
@@ -314,13 +314,13 @@ def deploy_under_load(stage: int, tmp: Path, clients: int = 4) -> dict[str, Any]
 
 
 @contextmanager
-def spare_host(stage: int, name: str, groups: tuple[str, ...], tmp: Path) -> Iterator[Path]:
+def spare_host(stage: int, name: str, groups: tuple[str, ...], tmp: Path, release: str) -> Iterator[Path]:
     """A new lab container `name` (booted and reachable as the lab's hosts are, not in the stage's inventory) and an
     inventory file that adds it to `groups`; removed afterwards."""
     hosts = lab.load_hosts(stage)
     host = lab.LabHost(name=name, groups=groups, stage=stage)
     key = lab.ensure_key()
-    image = f"{lab.PREFIX}-debian:bookworm-v1"
+    image = f"{lab.PREFIX}-debian:{release}-v1"
     lab.sh(lab.run_args(host, image, key.with_suffix(".pub"), False, lab.host_address(stage, len(hosts))),
            capture=True)
     try:
@@ -339,7 +339,7 @@ def spare_host(stage: int, name: str, groups: tuple[str, ...], tmp: Path) -> Ite
         lab.sh(["docker", "rm", "-f", host.container], check=False, capture=True)
 
 
-def scale_out_and_in(stage: int, tmp: Path, clients: int = 4) -> dict[str, Any]:
+def scale_out_and_in(stage: int, tmp: Path, release: str, clients: int = 4) -> dict[str, Any]:
     """A spare app server (stage 3; web and app server below) joins its tier by inventory, then leaves: each
     site.yml run timed under `clients` clients through the entry host (as deploy_under_load), and the share of 40
     GETs the new host served in between."""
@@ -357,7 +357,7 @@ def scale_out_and_in(stage: int, tmp: Path, clients: int = 4) -> dict[str, Any]:
         return {"wall_s": round(seconds, 1), "requests": len(outcomes),
                 "failed": sum(1 for o in outcomes if o.status not in (200, 201))}
 
-    with spare_host(stage, name, groups, tmp) as inventory:
+    with spare_host(stage, name, groups, tmp, release) as inventory:
         out = converged("-i", str(inventory))
         served = [probe.request(entry, "GET", "/", cafile=cafile).headers.get("x-served-by", "") for _ in range(40)]
         out["new_host_share"] = round(sum(1 for s in served if s == name) / len(served), 3)
@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
             results["deploy"] = deploy_under_load(args.stage, Path(tmp))
     if args.only in (None, "scale"):
         with tempfile.TemporaryDirectory() as tmp:
-            results["scale"] = scale_out_and_in(args.stage, Path(tmp))
+            results["scale"] = scale_out_and_in(args.stage, Path(tmp), args.release)
     if args.only in (None, "failover"):
         results["primary_blackholed"] = primary_blackholed(args.stage)
         if args.stage >= 3:

@@ -192,6 +192,26 @@ def table_state(host: Any, table: str) -> tuple[int, str]:
     return int(rows[0]), rows[-1]
 
 
+@contextmanager
+def spare_container(name: str, hostname: str, network: str, address: str, image: str) -> Iterator[str]:
+    """A host booted like the scenario's platforms (systemd as PID 1, tools/systemd-container.yml) at `address` of
+    `network`, in no inventory: a new machine to scale out onto. Yields its name; removed afterwards."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import lab
+
+    subprocess.run(["docker", "run", "-d", "--name", name, "--hostname", hostname, "--network", network,
+                    "--ip", address, "--label", "owner=molecule", *lab.SYSTEMD_FLAGS, image, lab.SYSTEMD["command"]],
+                   check=True, capture_output=True)
+    try:
+        booted = wait_for(lambda: subprocess.run(["docker", "exec", name, "systemctl", "is-system-running"],
+                                                 capture_output=True, text=True, check=False).stdout.strip()
+                          in ("running", "degraded"), timeout=60)
+        assert booted, f"{name}: systemd did not finish booting"
+        yield name
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], check=False, capture_output=True)
+
+
 def take_backup(host: Any, directory: str = BACKUPS) -> str:
     """Run the backup role's service now and wait for it; return the new backup's name, its checksums verified."""
     host.check_output("systemctl start webstack-backup.service")
