@@ -39,7 +39,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -287,26 +287,29 @@ def playbook_command(stage: int, playbook: str, *extra: str) -> tuple[list[str],
     return cmd, dict(env, **lab.mitogen_env(env))
 
 
+def timed_under_load(cmd: list[str], env: dict[str, str], entry: str, cafile: str | None, clients: int,
+                     limit: int) -> dict[str, Any]:
+    """`cmd` timed while `clients` clients go through `entry` (a request every 0.05 s each, every 20th a POST, at
+    most `limit` each): wall time, requests, and those not answered 200/201."""
+    with probe.load_clients(entry, clients, interval=0.05, limit=limit, write_every=20, cafile=cafile,
+                            timeout=15) as loops:
+        seconds = timed(cmd, env)
+    outcomes = probe.outcomes_of(loops)
+    return {"wall_s": round(seconds, 1), "requests": len(outcomes),
+            "failed": sum(1 for o in outcomes if o.status not in (200, 201))}
+
+
 def deploy_under_load(stage: int, tmp: Path, clients: int = 4) -> dict[str, Any]:
     """A rolling deploy of a new release (the working copy's app/ plus a comment) to every app host, then
     rollback.yml back to the release they ran, each under `clients` clients through the entry host (a request every
     0.05 s each, every 20th a POST; bounded): wall time for the tier and per host, requests served and failed."""
     entry, cafile, _ = entry_and_primary(stage)
     app_hosts = [h for h in lab.load_hosts(stage) if "appservers" in h.groups]
-    code = tmp / "app"
-    shutil.copytree(ROOT / "app", code, ignore=shutil.ignore_patterns("__pycache__"))
-    wsgi = code / "foobar_app" / "wsgi.py"
-    wsgi.write_text(wsgi.read_text(encoding="utf-8") + f"\n# bench release {time.time()}\n", encoding="utf-8")
+    code = probe.code_base(tmp, f"\n# bench release {time.time()}\n")
 
     def measured(playbook: str, *extra: str) -> dict[str, Any]:
-        cmd, env = playbook_command(stage, playbook, *extra)
-        with ExitStack() as stack:
-            loops = [stack.enter_context(probe.LoadLoop(entry, interval=0.05, limit=6000, write_every=20,
-                                                        cafile=cafile, timeout=15)) for _ in range(clients)]
-            seconds = timed(cmd, env)
-        outcomes = [o for loop in loops for o in loop.finished()]
-        return {"wall_s": round(seconds, 1), "mean_per_host_s": round(seconds / len(app_hosts), 1),
-                "requests": len(outcomes), "failed": sum(1 for o in outcomes if o.status not in (200, 201))}
+        result = timed_under_load(*playbook_command(stage, playbook, *extra), entry, cafile, clients, 6000)
+        return {**result, "mean_per_host_s": round(result["wall_s"] / len(app_hosts), 1)}
 
     return {"app_hosts": len(app_hosts), "clients": clients,
             "deploy": measured("deploy.yml", "-e", f"deploy_source_dir={code}"),
@@ -349,13 +352,7 @@ def scale_out_and_in(stage: int, tmp: Path, release: str, clients: int = 4) -> d
 
     def converged(*extra: str) -> dict[str, Any]:
         cmd, env = site_command(stage, *extra)
-        with ExitStack() as stack:
-            loops = [stack.enter_context(probe.LoadLoop(entry, interval=0.05, limit=8000, write_every=20,
-                                                        cafile=cafile, timeout=15)) for _ in range(clients)]
-            seconds = timed(cmd, dict(env, **lab.mitogen_env(env)))
-        outcomes = [o for loop in loops for o in loop.finished()]
-        return {"wall_s": round(seconds, 1), "requests": len(outcomes),
-                "failed": sum(1 for o in outcomes if o.status not in (200, 201))}
+        return timed_under_load(cmd, dict(env, **lab.mitogen_env(env)), entry, cafile, clients, 8000)
 
     with spare_host(stage, name, groups, tmp, release) as inventory:
         out = converged("-i", str(inventory))

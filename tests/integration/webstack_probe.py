@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import socket
 import ssl
 import subprocess
@@ -16,7 +17,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -364,6 +365,29 @@ class LoadLoop:
         return (f"ok={len(self.outcomes) - len(self.failed)} fail={len(self.failed)} "
                 f"maxgap={self.max_gap:.2f}s slowest={max((o.seconds for o in self.outcomes), default=0):.2f}s "
                 f"failures={[(o.status, o.error) for o in self.failed][:5]}")
+
+
+@contextmanager
+def load_clients(address: str, count: int, **settings: Any) -> Iterator[list[LoadLoop]]:
+    """`count` LoadLoops against `address` at once, each with `settings` (interval, limit, write_every, ...), all
+    stopped when the block ends."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(LoadLoop(address, **settings)) for _ in range(count)]
+
+
+def outcomes_of(loops: list[LoadLoop]) -> list[Outcome]:
+    """Every outcome of loops that have ended (LoadLoop.finished: raises if a request never finished)."""
+    return [outcome for loop in loops for outcome in loop.finished()]
+
+
+def code_base(directory: Path, change: str) -> Path:
+    """A copy of the working copy's app/ under `directory` with `change` appended to its WSGI module: a code base
+    with a release id of its own, to deploy."""
+    copy = directory / "app"
+    shutil.copytree(ROOT / "app", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    wsgi = copy / "foobar_app" / "wsgi.py"
+    wsgi.write_text(wsgi.read_text(encoding="utf-8") + change, encoding="utf-8")
+    return copy
 
 
 @contextmanager

@@ -5,9 +5,7 @@ the working copy's release, so the later tests' converges change nothing."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import webstack_probe as probe
@@ -31,23 +29,16 @@ def served_versions(address: str) -> dict[str, str]:
     return versions
 
 
-@contextmanager
-def load(address: str) -> Iterator[list[probe.LoadLoop]]:
+def load(address: str) -> AbstractContextManager[list[probe.LoadLoop]]:
     """CLIENTS clients at once, each a request every 0.05 s, every 30th a POST (bounded: 3,000 requests each). 240
     requests and 8 writes a second: under this scenario's per-client limits (3,000 per 10 s at the load balancer,
     10 writes a second at nginx), all from this one client address."""
-    with ExitStack() as stack:
-        yield [stack.enter_context(probe.LoadLoop(address, interval=0.05, limit=3000, timeout=15, write_every=30))
-               for _ in range(CLIENTS)]
+    return probe.load_clients(address, CLIENTS, interval=0.05, limit=3000, timeout=15, write_every=30)
 
 
 def code_base(tmp_path: Path, name: str, change: str) -> Path:
     """A copy of the working copy's app/ with `change` appended to its WSGI module (a new release id)."""
-    copy = tmp_path / name / "app"
-    shutil.copytree(probe.ROOT / "app", copy, ignore=shutil.ignore_patterns("__pycache__"))
-    wsgi = copy / "foobar_app" / "wsgi.py"
-    wsgi.write_text(wsgi.read_text(encoding="utf-8") + change, encoding="utf-8")
-    return copy
+    return probe.code_base(tmp_path / name, change)
 
 
 def deploy(playbook: str, *extra: str) -> tuple[int, str]:
@@ -57,7 +48,7 @@ def deploy(playbook: str, *extra: str) -> tuple[int, str]:
 
 
 def summary(loops: list[probe.LoadLoop]) -> tuple[int, list[probe.Outcome]]:
-    outcomes = [o for loop in loops for o in loop.finished()]
+    outcomes = probe.outcomes_of(loops)
     return len(outcomes), [o for o in outcomes if not o.ok]
 
 

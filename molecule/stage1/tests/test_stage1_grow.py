@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -46,12 +45,9 @@ def scale_out_inventory(tmp_path: Path) -> Path:
     return path
 
 
-@contextmanager
-def load(address: str) -> Iterator[list[probe.LoadLoop]]:
+def load(address: str) -> AbstractContextManager[list[probe.LoadLoop]]:
     """CLIENTS clients, each a request every 0.05 s and every 20th a POST (bounded: 6,000 requests each)."""
-    with ExitStack() as stack:
-        yield [stack.enter_context(probe.LoadLoop(address, interval=0.05, limit=6000, timeout=15, write_every=20))
-               for _ in range(CLIENTS)]
+    return probe.load_clients(address, CLIENTS, interval=0.05, limit=6000, timeout=15, write_every=20)
 
 
 def converged_under_load(address: str, *extra: str) -> tuple[dict[str, dict[str, int]], int, list[probe.Outcome], str]:
@@ -59,7 +55,7 @@ def converged_under_load(address: str, *extra: str) -> tuple[dict[str, dict[str,
     with load(address) as loops:
         result, recap = probe.run_playbook(SITE, str(Path(INVENTORY).parent), *extra)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    outcomes = [o for loop in loops for o in loop.finished()]
+    outcomes = probe.outcomes_of(loops)
     return recap, len(outcomes), [o for o in outcomes if o.status not in (200, 201)], result.stdout
 
 
