@@ -78,6 +78,42 @@ def request(address: str, method: str, path: str, body: Any = None, port: int = 
         conn.close()
 
 
+def burst(address: str, path: str, clients: int, per_client: int, stop_at: int | None = None) -> list[int]:
+    """Statuses of `clients` threads sending `per_client` GETs each over one kept-alive connection apiece (a
+    reconnect after a closed connection); all stop at the first `stop_at` status. Bounded: clients * per_client."""
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        conn = http.client.HTTPConnection(address, 80, timeout=10)
+        try:
+            for _ in range(per_client):
+                if stop.is_set():
+                    return
+                try:
+                    conn.request("GET", path, headers={"Host": SITE})
+                    response = conn.getresponse()
+                    response.read()
+                except (OSError, http.client.HTTPException):
+                    conn.close()
+                    statuses.append(0)
+                    continue
+                statuses.append(response.status)
+                if response.status == stop_at:
+                    stop.set()
+                if response.will_close:
+                    conn.close()
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    return statuses
+
+
 def pebble_root(container: str, listener_ca: Path) -> bytes:
     """A pebble CA's issuing root, from its management API (port 15000, served with the listener CA)."""
     context = ssl.create_default_context(cafile=str(listener_ca))
