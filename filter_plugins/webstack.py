@@ -108,6 +108,22 @@ def drain_commands(load_balancers: Iterable[str], backend: str, server: str, dra
              "ready": f"{guard}{helper} {backend} {server} ready --wait {int(ready_wait)}"} for lb in load_balancers]
 
 
+UPSTREAM_SERVER = re.compile(r"^[A-Za-z0-9.-]+:[0-9]{1,5}$")
+
+
+def upstream_drain_commands(web_servers: Iterable[str], server: str, drain_wait: int = 10,
+                            helper: str = "/usr/local/sbin/nginx-upstream") -> list[dict[str, str]]:
+    """Per web server: the shell commands that take the upstream `server` (address:port) out of its nginx
+    (reloaded; waiting for the requests in flight) and put it back, for handlers that interrupt an app server
+    nginx proxies to directly. The helper exits 1 when the wait ran out and 3 when nginx does not name the server."""
+    if not UPSTREAM_SERVER.fullmatch(server):  # it ends up in a shell command line
+        raise ValueError(f"upstream_drain_commands: server must be host:port (A-Z a-z 0-9 . -), got {server!r}")
+    guard = f"[ -x {helper} ] || exit 0; "
+    return [{"host": str(web),
+             "drain": f"{guard}{helper} {server} drain --wait {int(drain_wait)}",
+             "ready": f"{guard}{helper} {server} ready --wait {int(drain_wait)}"} for web in web_servers]
+
+
 def secret_fingerprints(secrets: Mapping[str, str], salt: str) -> dict[str, str]:
     """Salted SHA-256 of each secret: what a host remembers of the secrets it was converged with -- enough to
     notice that a run brings another value, nothing to log in with (the host's configs hold the values anyway)."""
@@ -186,6 +202,7 @@ class FilterModule:
             "webstack_zone_lines": zone_lines,
             "webstack_group_roles": group_roles,
             "webstack_drain_commands": drain_commands,
+            "webstack_upstream_drain_commands": upstream_drain_commands,
             "webstack_secret_fingerprints": secret_fingerprints,
             "webstack_changed_secrets": changed_secrets,
             "webstack_secret_selection": secret_selection,

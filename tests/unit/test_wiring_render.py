@@ -74,6 +74,9 @@ def test_stage1_the_lb_balances_both_web_hosts_and_the_replica_reads_locally(
     assert w["web-01"]["db_app_account_hosts"] == ["localhost", "127.0.0.1", address(w, "web-02")]
     assert rules(w, "web-01") == {(80, "tcp", address(w, "lb-01")), (3306, "tcp", address(w, "web-02"))}
     assert rules(w, "lb-01") == {(80, "tcp", "any")}
+    # A web host's app is drained on the load balancer (not on nginx: it proxies to its own app only).
+    assert [d["host"] for d in w["web-01"]["app_restart_drain"]] == ["lb-01"]
+    assert "haproxy-server web web-01 drain" in w["web-01"]["app_restart_drain"][0]["drain"]
 
 
 def test_stage3_each_tier_reaches_only_the_next(wirings: dict[int, dict[str, dict[str, Any]]]) -> None:
@@ -92,6 +95,10 @@ def test_stage3_each_tier_reaches_only_the_next(wirings: dict[int, dict[str, dic
         assert w[app]["app_bind_address"] == address(w, app)
         assert (w[app]["app_db_write_host"], w[app]["app_db_read_host"]) == (address(w, "db-01"), address(w, "db-02"))
         assert rules(w, app) == {(8000, "tcp", address(w, web)) for web in webs} | {(9100, "tcp", mon)}
+        # Restarted and deployed drained on both web servers' nginx upstreams, not on the load balancers.
+        drains = w[app]["app_restart_drain"]
+        assert [d["host"] for d in drains] == webs, drains
+        assert all(d["drain"].endswith(f"nginx-upstream {address(w, app)}:8000 drain --wait 10") for d in drains)
     for db in ("db-01", "db-02"):
         assert w[db]["db_app_account_hosts"] == [address(w, app) for app in apps]
     assert (3306, "tcp", address(w, "db-02")) in rules(w, "db-01")  # replication
