@@ -16,9 +16,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def render(stage: int, tmp_path: Path, settings: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+def render(stage: int, tmp_path: Path, settings: dict[str, Any] | None = None,
+           added: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """Each host of inventories/stage<N> at a documentation address (192.0.2.10 + its index in name order), with
-    `settings` as inventory variables of all."""
+    `settings` as inventory variables of all; `added` hosts ({host: group}) join the inventory at 192.0.2.200 on."""
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_CACHE_PLUGIN="memory", WEBSTACK_SECRETS_DIR=str(tmp_path / "secrets"))
     inventory = str(ROOT / "inventories" / f"stage{stage}")
@@ -27,9 +28,14 @@ def render(stage: int, tmp_path: Path, settings: dict[str, Any] | None = None) -
     hosts = sorted({h for body in json.loads(listed).values() if isinstance(body, dict)
                     for h in body.get("hosts", [])})
     overlay = tmp_path / "addresses.json"
+    more = {host: {"ansible_host": f"192.0.2.{200 + n}"} for n, host in enumerate(added or {})}
     overlay.write_text(json.dumps({"all": {"hosts": {h: {"ansible_host": f"192.0.2.{10 + n}"}
-                                                     for n, h in enumerate(hosts)},
-                                           "vars": settings or {}}}), encoding="utf-8")
+                                                     for n, h in enumerate(hosts)} | more,
+                                           "vars": settings or {},
+                                           "children": {group: {"hosts": {h: {} for h, g in (added or {}).items()
+                                                                          if g == group}}
+                                                        for group in set((added or {}).values())}}}),
+                       encoding="utf-8")
     out = tmp_path / "wiring.json"
     result = subprocess.run(["ansible-playbook", str(ROOT / "playbooks" / "wiring-render.yml"), "-i", inventory,
                              "-i", str(overlay), "-e", json.dumps({"webstack_wiring_out": str(out)})],
@@ -172,3 +178,22 @@ def test_a_roles_flows_are_its_variables_built_from_its_settings(
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     flows = json.loads(out.read_text(encoding="utf-8"))
     assert {(int(f["port"]), f["from_group"]) for f in flows} == expected
+
+
+def test_a_host_added_to_the_inventory_is_wired_in_and_out_by_its_groups(
+        wirings: dict[int, dict[str, dict[str, Any]]], tmp_path: Path) -> None:
+    """Scale by inventory (stage 3): app-03 in appservers gets a place in every upstream, database account, firewall
+    rule and scrape job it needs; the rendering without it (the module's) has none of them."""
+    grown = render(3, tmp_path, added={"app-03": "appservers"})
+    new = address(grown, "app-03")
+    for web in ("web-01", "web-02"):
+        assert f"{new}:8000" in grown[web]["nginx_upstream_servers"]
+        assert (8000, "tcp", address(grown, web)) in rules(grown, "app-03")
+    assert (3306, "tcp", new) in rules(grown, "db-01") and new in grown["db-01"]["db_app_account_hosts"]
+    assert f"{new}:9100" in grown["mon-01"]["scrape_jobs"]["node"]
+    assert [d["host"] for d in grown["app-03"]["app_restart_drain"]] == ["web-01", "web-02"]
+    before = wirings[3]
+    assert "app-03" not in before
+    assert not any(new in target for job in before["mon-01"]["scrape_jobs"].values() for target in job)
+    assert len(before["mon-01"]["scrape_jobs"]["node"]) == len(before)  # one node target per host
+    assert len(grown["mon-01"]["scrape_jobs"]["node"]) == len(grown)
