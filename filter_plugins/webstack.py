@@ -121,7 +121,7 @@ def upstream_drain_commands(web_servers: Iterable[str], server: str, drain_wait:
     guard = f"[ -x {helper} ] || exit 0; "
     return [{"host": str(web),
              "drain": f"{guard}{helper} {server} drain --wait {int(drain_wait)}",
-             "ready": f"{guard}{helper} {server} ready --wait {int(drain_wait)}"} for web in web_servers]
+             "ready": f"{guard}{helper} {server} ready"} for web in web_servers]
 
 
 def secret_fingerprints(secrets: Mapping[str, str], salt: str) -> dict[str, str]:

@@ -103,7 +103,7 @@ def test_upstream_drain_commands_name_each_web_server_and_the_upstream() -> None
     assert [c["host"] for c in commands] == ["web-01", "web-02"]
     assert commands[0]["drain"] == ("[ -x /usr/local/sbin/nginx-upstream ] || exit 0; "
                                     "/usr/local/sbin/nginx-upstream 10.0.0.5:8000 drain --wait 10")
-    assert commands[1]["ready"].endswith("; /usr/local/sbin/nginx-upstream 10.0.0.5:8000 ready --wait 10")
+    assert commands[1]["ready"].endswith("; /usr/local/sbin/nginx-upstream 10.0.0.5:8000 ready")
     assert webstack.upstream_drain_commands([], "app-01:8000") == []
     for hostile in ("10.0.0.5", "10.0.0.5:8000;reboot", "$(id):80", "a b:80", "10.0.0.5:8000\n", ""):
         with pytest.raises(ValueError, match="server"):
