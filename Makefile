@@ -28,13 +28,12 @@ export ANSIBLE_HOME := $(BUILD)/ansible-home
 export ANSIBLE_LOCAL_TEMP := $(BUILD)/ansible-home/tmp
 export PYTHONDONTWRITEBYTECODE := 1
 export WEBSTACK_SECRETS_DIR ?= $(BUILD)/secrets
-# scenario:debian-release pairs (stage1 and stage2 mix in Debian 13 hosts themselves); a comma joins scenarios
-# that run at the same time, @other.phase starts one once the other reaches that phase (stage1's converge uses the
-# CPU stage0's verifier leaves idle; stage2's and stage3's, what stage1's leaves while it waits on failovers and
-# load loops), /solo holds a scenario's verify until the rest of its group has ended (stage3 times its failovers).
-MOLECULE_FIRST := stage0:bookworm,firewall:bookworm,stage1:bookworm@stage0.verify
-MOLECULE_THEN := stage2:bookworm@stage1.verify,roles:bookworm@stage2.verify,stage3:bookworm@stage2.verify/solo
-MOLECULE_SCENARIOS ?= $(MOLECULE_FIRST),$(MOLECULE_THEN)
+# scenario:debian-release pairs, run in this order (stage1 and stage2 mix in Debian 13 hosts themselves); a comma
+# joins scenarios that run at the same time, @other.phase starts one once the other reaches that phase (stage2's
+# and stage3's converges use the CPU that stage1's verifier leaves idle while it waits on failovers and load
+# loops), /solo holds a scenario's timed tests until the rest of its group has ended (stage3 times its failovers).
+MOLECULE_SCENARIOS ?= stage0:bookworm,firewall:bookworm \
+  stage1:bookworm,stage2:bookworm@stage1.verify,roles:bookworm@stage2.verify,stage3:bookworm@stage2.verify/solo
 # Stages make bench measures, one after the other (each brings its own lab up and leaves it running).
 BENCH_STAGES ?= 1 3
 

@@ -342,10 +342,23 @@ def spare_host(stage: int, name: str, groups: tuple[str, ...], tmp: Path, releas
         lab.sh(["docker", "rm", "-f", host.container], check=False, capture=True)
 
 
+def scraped_instances(stage: int, address: str) -> list[str] | None:
+    """Which instances at `address` the monitoring server's Prometheus scrapes now (its API, from inside its
+    container); None where the stage has no monitoring server."""
+    monitor = next((h for h in lab.load_hosts(stage) if "monitoring" in h.groups), None)
+    if monitor is None:
+        return None
+    reply = subprocess.run(["docker", "exec", monitor.container, "curl", "-sf",
+                            "http://127.0.0.1:9090/api/v1/targets?state=active"],
+                           capture_output=True, text=True, check=True, timeout=30).stdout
+    instances = {t["labels"]["instance"] for t in json.loads(reply)["data"]["activeTargets"]}
+    return sorted(i for i in instances if i.rsplit(":", 1)[0] == address)
+
+
 def scale_out_and_in(stage: int, tmp: Path, release: str, clients: int = 4) -> dict[str, Any]:
     """A spare app server (stage 3; web and app server below) joins its tier by inventory, then leaves: each
-    site.yml run timed under `clients` clients through the entry host (as deploy_under_load), and the share of 40
-    GETs the new host served in between."""
+    site.yml run timed under `clients` clients through the entry host (as deploy_under_load), the share of 40
+    GETs the new host served in between, and after each run the new host's targets Prometheus scrapes."""
     entry, cafile, _ = entry_and_primary(stage)
     groups = ("appservers",) if stage >= 3 else ("webservers", "appservers")
     name = "app-03" if stage >= 3 else "web-03"
@@ -358,7 +371,10 @@ def scale_out_and_in(stage: int, tmp: Path, release: str, clients: int = 4) -> d
         out = converged("-i", str(inventory))
         served = [probe.request(entry, "GET", "/", cafile=cafile).headers.get("x-served-by", "") for _ in range(40)]
         out["new_host_share"] = round(sum(1 for s in served if s == name) / len(served), 3)
+        address = lab.container_address(stage, name)
+        out["new_host_scraped"] = scraped_instances(stage, address)
         back = converged()
+        back["new_host_scraped"] = scraped_instances(stage, address)
     return {"host": name, "groups": list(groups), "clients": clients, "scale_out": out, "scale_in": back}
 
 

@@ -3,7 +3,7 @@
 
     python tools/molecule_run.py stage0:bookworm,firewall:bookworm stage1:bookworm ...   (make molecule)
     python tools/molecule_run.py stage1:bookworm,stage2:bookworm@stage1.verify    stage2 starts once stage1 verifies
-    python tools/molecule_run.py stage1,stage3@stage1.verify/solo    stage3 verifies once stage1 has ended
+    python tools/molecule_run.py stage1,stage3@stage1.verify/solo    stage3's timed tests wait until stage1 has ended
 
 Arguments run one after the other; scenarios joined by a comma run at the same time (light scenarios whose tests
 time nothing tight: they share the 2 cores' idle time). A concurrent scenario's output goes to
@@ -135,13 +135,13 @@ class Planned:
     scenario: str
     release: str
     after: tuple[str, str] | None = None
-    # Its verify phase waits until every other scenario of the group has ended (tests that time failovers).
+    # Its verifier's timed tests wait until every other scenario of the group has ended (alone_flag).
     verify_alone: bool = False
 
 
 def parse_planned(item: str) -> Planned:
     """`stage2:bookworm@stage1.verify` -> stage2 on bookworm, started once stage1 starts its verify phase;
-    a `/solo` suffix: its verify phase waits until the other scenarios of its group have ended."""
+    a `/solo` suffix: its verifier's timed tests wait until the other scenarios of its group have ended."""
     item, solo, rest = item.partition("/")
     if solo and rest != "solo":
         raise ValueError(f"molecule_run: bad suffix '/{rest}' (the only one is /solo)")
@@ -189,6 +189,27 @@ class PhaseBoard:
         for name in self.names:
             if name != scenario:
                 self.wait(name, "ended")
+
+
+# The verifier of a /solo scenario starts at once; its tests that time failovers wait for this file to exist (the
+# other scenarios of the group have ended): webstack_probe.wait_alone(). The others (check mode, static checks)
+# run beside them.
+ALONE_VARIABLE = "WEBSTACK_ALONE_FILE"
+
+
+def alone_flag(scenario: str, board: PhaseBoard, directory: Path = ROOT / "build" / "molecule-alone") -> Path:
+    """A file that appears once every other scenario of the board has ended (absent until then)."""
+    flag = directory / scenario
+    flag.parent.mkdir(parents=True, exist_ok=True)
+    flag.unlink(missing_ok=True)
+
+    def mark() -> None:
+        board.wait_others_ended(scenario)
+        say(f"=== {scenario}: the rest of its group has ended, its timed tests run")
+        flag.touch()
+
+    threading.Thread(target=mark, daemon=True).start()
+    return flag
 
 
 def secrets_dir(scenario: str, environ: dict[str, str]) -> str:
@@ -268,13 +289,13 @@ def run_scenario(scenario: str, release: str, fast_env: dict[str, str], out: IO[
     say(f"=== molecule {scenario} on {release}")
 
     def run(phase: str) -> bool:
+        env = dict(base, **fast_env) if phase in ACCELERATED else dict(base)
         if board and verify_alone and phase == "verify":
-            say(f"=== {scenario} verifies once the rest of its group has ended")
-            board.wait_others_ended(scenario)
+            env[ALONE_VARIABLE] = str(alone_flag(scenario, board))
         if board:
             board.started(scenario, phase)
         begins = out.tell()
-        ok, seconds = run_phase(scenario, phase, dict(base, **fast_env) if phase in ACCELERATED else base, out, echo)
+        ok, seconds = run_phase(scenario, phase, env, out, echo)
         result.phases[phase] = result.phases.get(phase, 0.0) + seconds
         if not ok and result.failed is None:
             result.failed, result.failed_at = phase, begins

@@ -200,6 +200,15 @@ def scenario_inventory() -> str:
     return str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
 
 
+def wait_alone(timeout: float = 3600) -> None:
+    """Under tools/molecule_run.py's /solo: wait (bounded) until the other scenarios running beside this one have
+    ended (the file WEBSTACK_ALONE_FILE names exists), so a test that times failovers has the CPU to itself. Outside
+    it (the variable unset: a scenario run alone), at once."""
+    flag = os.environ.get("WEBSTACK_ALONE_FILE")
+    if flag and not wait_for(lambda: Path(flag).exists(), timeout, interval=2):
+        raise AssertionError(f"the scenarios beside this one did not end within {timeout:g} s ({flag} absent)")
+
+
 def playbook_recap(*extra: str) -> dict[str, dict[str, int]]:
     """Run site.yml against the scenario's hosts (must succeed) and return the PLAY RECAP counters."""
     result, recap = run_playbook(ROOT / "site.yml", scenario_inventory(), *extra)

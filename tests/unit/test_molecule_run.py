@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import molecule_run
@@ -153,3 +154,15 @@ def test_the_excerpt_reads_the_failed_phase_only(tmp_path: Path) -> None:
                    encoding="utf-8")
     assert molecule_run.failure_excerpt(molecule_run.failed_phase_output(log, len(converge))) == [
         "TASK [app : Install]", "changed: [web-01]", "CRITICAL Idempotence test failed"]
+
+
+def test_a_solo_scenarios_timed_tests_are_let_in_once_the_others_have_ended(tmp_path: Path) -> None:
+    board = molecule_run.PhaseBoard(["stage1", "stage3"])
+    (tmp_path / "stage3").touch()  # an earlier run's flag is not taken for this one's
+    flag = molecule_run.alone_flag("stage3", board, tmp_path)
+    assert flag == tmp_path / "stage3" and not flag.exists()
+    board.ended("stage1")
+    deadline = time.monotonic() + 5
+    while not flag.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert flag.exists()

@@ -21,3 +21,15 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> str:
     ephemeral = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
     path.write_bytes(probe.pebble_root("webstack-m3-pebble", ephemeral / "pebble-listener-ca.pem"))
     return str(path)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "beside_others: times nothing; may run while other scenarios use the CPU")
+
+
+@pytest.fixture(autouse=True)
+def alone(request: pytest.FixtureRequest) -> None:
+    """Every stage 3 test but those marked beside_others waits until the scenarios running beside this one have
+    ended (make test: stage3's converge overlaps stage 1's last tests); VRRP and failover timings need the CPU."""
+    if request.node.get_closest_marker("beside_others") is None:
+        probe.wait_alone()
