@@ -4,6 +4,7 @@
     python tools/molecule_run.py stage0:bookworm,firewall:bookworm stage1:bookworm ...   (make molecule)
     python tools/molecule_run.py stage1:bookworm,stage2:bookworm@stage1.verify    stage2 starts once stage1 verifies
     python tools/molecule_run.py stage1,stage3@stage1.verify/solo    stage3's timed tests wait until stage1 has ended
+    python tools/molecule_run.py stage1,stage2@stage1.verify,stage3@stage2.ended    stage3 starts once stage2 ended
 
 Arguments run one after the other; scenarios joined by a comma run at the same time (light scenarios whose tests
 time nothing tight: they share the 2 cores' idle time). A concurrent scenario's output goes to
@@ -140,8 +141,9 @@ class Planned:
 
 
 def parse_planned(item: str) -> Planned:
-    """`stage2:bookworm@stage1.verify` -> stage2 on bookworm, started once stage1 starts its verify phase;
-    a `/solo` suffix: its verifier's timed tests wait until the other scenarios of its group have ended."""
+    """`stage2:bookworm@stage1.verify` -> stage2 on bookworm, started once stage1 starts its verify phase
+    (`@stage1.ended`: once stage1 has ended, passed or failed); a `/solo` suffix: its verifier's timed tests wait
+    until the other scenarios of its group have ended."""
     item, solo, rest = item.partition("/")
     if solo and rest != "solo":
         raise ValueError(f"molecule_run: bad suffix '/{rest}' (the only one is /solo)")
@@ -150,8 +152,9 @@ def parse_planned(item: str) -> Planned:
     if not after:
         return Planned(scenario, release, None, bool(solo))
     other, _, phase = after.partition(".")
-    if not other or phase not in PHASES:
-        raise ValueError(f"molecule_run: bad start condition '@{after}' (use @SCENARIO.PHASE, a phase of {PHASES})")
+    if not other or phase not in [*PHASES, "ended"]:
+        raise ValueError(f"molecule_run: bad start condition '@{after}' (use @SCENARIO.PHASE, a phase of {PHASES} "
+                         "or ended)")
     return Planned(scenario, release, (other, phase), bool(solo))
 
 

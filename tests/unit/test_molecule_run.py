@@ -39,6 +39,7 @@ def test_a_comma_joins_scenarios_that_run_at_the_same_time() -> None:
 def test_a_scenario_can_start_once_another_of_its_group_reaches_a_phase() -> None:
     group = molecule_run.parse_group("stage1:bookworm,stage2:trixie@stage1.verify")
     assert group[1] == molecule_run.Planned("stage2", "trixie", ("stage1", "verify"))
+    assert molecule_run.parse_group("stage1,stage2@stage1.ended")[1].after == ("stage1", "ended")
     bad_groups = [("stage1,stage2@stage1.lint", "bad start condition"), ("stage1,stage2@stage1", "bad start"),
                   ("stage1,stage2@stage3.verify", "not another scenario"), ("stage1@stage1.verify", "not another")]
     for bad, message in bad_groups:
