@@ -348,10 +348,10 @@ def scraped_instances(stage: int, address: str) -> list[str] | None:
     monitor = next((h for h in lab.load_hosts(stage) if "monitoring" in h.groups), None)
     if monitor is None:
         return None
-    reply = subprocess.run(["docker", "exec", monitor.container, "curl", "-sf",
-                            "http://127.0.0.1:9090/api/v1/targets?state=active"],
-                           capture_output=True, text=True, check=True, timeout=30).stdout
-    instances = {t["labels"]["instance"] for t in json.loads(reply)["data"]["activeTargets"]}
+    reply = probe.get_from(monitor.container, "127.0.0.1", "/api/v1/targets?state=active", 9090)
+    if reply.status != 200:
+        raise OSError(f"Prometheus on {monitor.name}: {reply.status}")
+    instances = {t["labels"]["instance"] for t in json.loads(reply.body)["data"]["activeTargets"]}
     return sorted(i for i in instances if i.rsplit(":", 1)[0] == address)
 
 

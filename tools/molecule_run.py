@@ -53,6 +53,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Molecule's own sequences: `create` also prepares, `destroy` also runs the scenario's cleanup playbook. Only the
 # phases that run the plays under test use the fast strategy.
 PHASES = ["destroy", "create", "converge", "idempotence", "verify"]
+# What another scenario can wait for (`@stage1.verify`, `@stage1.ended`): a phase starting, or the scenario ending.
+MILESTONES = [*PHASES, "ended"]
 ACCELERATED = {"converge", "idempotence", "verify"}
 # Scenarios that run at the same time print their one-line progress through this lock (no interleaved lines).
 PRINT_LOCK = threading.Lock()
@@ -152,7 +154,7 @@ def parse_planned(item: str) -> Planned:
     if not after:
         return Planned(scenario, release, None, bool(solo))
     other, _, phase = after.partition(".")
-    if not other or phase not in [*PHASES, "ended"]:
+    if not other or phase not in MILESTONES:
         raise ValueError(f"molecule_run: bad start condition '@{after}' (use @SCENARIO.PHASE, a phase of {PHASES} "
                          "or ended)")
     return Planned(scenario, release, (other, phase), bool(solo))
@@ -175,14 +177,14 @@ class PhaseBoard:
 
     def __init__(self, scenarios: Iterable[str]) -> None:
         self.names = list(scenarios)
-        self.events = {(name, phase): threading.Event() for name in self.names for phase in [*PHASES, "ended"]}
+        self.events = {(name, phase): threading.Event() for name in self.names for phase in MILESTONES}
 
     def started(self, scenario: str, phase: str) -> None:
         if (scenario, phase) in self.events:
             self.events[(scenario, phase)].set()
 
     def ended(self, scenario: str) -> None:
-        for phase in [*PHASES, "ended"]:
+        for phase in MILESTONES:
             self.started(scenario, phase)
 
     def wait(self, scenario: str, phase: str) -> None:
