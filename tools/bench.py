@@ -342,17 +342,24 @@ def spare_host(stage: int, name: str, groups: tuple[str, ...], tmp: Path, releas
         lab.sh(["docker", "rm", "-f", host.container], check=False, capture=True)
 
 
-def scraped_instances(stage: int, address: str) -> list[str] | None:
-    """Which instances at `address` the monitoring server's Prometheus scrapes now (its API, from inside its
-    container); None where the stage has no monitoring server."""
+def scraped_instances(stage: int, address: str, present: bool) -> list[str] | None:
+    """Which instances at `address` the monitoring server's Prometheus scrapes (its API, from inside its
+    container): read until some are (`present`) or none are, at most 15 s (a reload takes effect a moment after
+    the run), then the last reading; None where the stage has no monitoring server or no reading succeeded (an
+    unanswered API never stops the scale-in that follows)."""
     monitor = next((h for h in lab.load_hosts(stage) if "monitoring" in h.groups), None)
     if monitor is None:
         return None
-    reply = probe.get_from(monitor.container, "127.0.0.1", "/api/v1/targets?state=active", 9090)
-    if reply.status != 200:
-        raise OSError(f"Prometheus on {monitor.name}: {reply.status}")
-    instances = {t["labels"]["instance"] for t in json.loads(reply.body)["data"]["activeTargets"]}
-    return sorted(i for i in instances if i.rsplit(":", 1)[0] == address)
+    readings: list[list[str]] = []
+
+    def settled() -> bool:
+        targets = probe.get_json_from(monitor.container, "127.0.0.1", "/api/v1/targets?state=active", 9090)
+        instances = {t["labels"]["instance"] for t in targets["data"]["activeTargets"]}
+        readings.append(sorted(i for i in instances if i.rsplit(":", 1)[0] == address))
+        return bool(readings[-1]) == present
+
+    probe.wait_for(settled, timeout=15, interval=1)
+    return readings[-1] if readings else None
 
 
 def scale_out_and_in(stage: int, tmp: Path, release: str, clients: int = 4) -> dict[str, Any]:
@@ -372,9 +379,9 @@ def scale_out_and_in(stage: int, tmp: Path, release: str, clients: int = 4) -> d
         served = [probe.request(entry, "GET", "/", cafile=cafile).headers.get("x-served-by", "") for _ in range(40)]
         out["new_host_share"] = round(sum(1 for s in served if s == name) / len(served), 3)
         address = lab.container_address(stage, name)
-        out["new_host_scraped"] = scraped_instances(stage, address)
+        out["new_host_scraped"] = scraped_instances(stage, address, present=True)
         back = converged()
-        back["new_host_scraped"] = scraped_instances(stage, address)
+        back["new_host_scraped"] = scraped_instances(stage, address, present=False)
     return {"host": name, "groups": list(groups), "clients": clients, "scale_out": out, "scale_in": back}
 
 

@@ -145,7 +145,7 @@ class Planned:
 def parse_planned(item: str) -> Planned:
     """`stage2:bookworm@stage1.verify` -> stage2 on bookworm, started once stage1 starts its verify phase
     (`@stage1.ended`: once stage1 has ended, passed or failed); a `/solo` suffix: its verifier's timed tests wait
-    until the other scenarios of its group have ended."""
+    until the other scenarios of its group have ended (the tests that call webstack_probe.wait_alone: stage3's)."""
     item, solo, rest = item.partition("/")
     if solo and rest != "solo":
         raise ValueError(f"molecule_run: bad suffix '/{rest}' (the only one is /solo)")
@@ -291,6 +291,7 @@ def run_scenario(scenario: str, release: str, fast_env: dict[str, str], out: IO[
     result = Result(scenario, release)
     base = lab.linear_env(dict(os.environ, WEBSTACK_DEBIAN=release,
                                WEBSTACK_SECRETS_DIR=secrets_dir(scenario, dict(os.environ))))
+    base.pop(ALONE_VARIABLE, None)  # only a /solo scenario's verify gets one (an exported one would hold it an hour)
     say(f"=== molecule {scenario} on {release}")
 
     def run(phase: str) -> bool:

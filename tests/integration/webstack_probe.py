@@ -139,13 +139,24 @@ except urllib.error.HTTPError as error:
 
 def get_from(container: str, address: str, path: str, port: int = 80) -> Reply:
     """GET sent from inside `container` (where the firewall lets only some hosts reach a port)."""
-    out = subprocess.run(["docker", "exec", container, "python3", "-c", FETCH_SCRIPT,
-                          f"http://{address}:{port}{path}", SITE],
-                         check=False, capture_output=True, text=True, timeout=30)
+    try:
+        out = subprocess.run(["docker", "exec", container, "python3", "-c", FETCH_SCRIPT,
+                              f"http://{address}:{port}{path}", SITE],
+                             check=False, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired as error:  # a stalled docker exec fails like any other unanswered GET
+        raise OSError(f"GET {address}:{port}{path} from {container}: no answer in 30 s") from error
     if out.returncode != 0:
         raise OSError(f"GET {address}:{port}{path} from {container}: {out.stderr.strip()[-300:]}")
     status, body = json.loads(out.stdout)
     return Reply(int(status), {}, str(body).encode("utf-8"))
+
+
+def get_json_from(container: str, address: str, path: str, port: int = 80) -> Any:
+    """get_from's JSON body; anything but 200 raises OSError (with the start of the body: an API's error text)."""
+    reply = get_from(container, address, path, port)
+    if reply.status != 200:
+        raise OSError(f"GET {address}:{port}{path} from {container}: {reply.status} {reply.body[:300]!r}")
+    return reply.json()
 
 
 def unique_text(prefix: str) -> str:
@@ -200,12 +211,22 @@ def scenario_inventory() -> str:
     return str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
 
 
+# When wait_alone gives up: one deadline for the whole test session, set by its first call.
+ALONE_DEADLINE: list[float] = []
+
+
 def wait_alone(timeout: float = 3600) -> None:
     """Under tools/molecule_run.py's /solo: wait (bounded) until the other scenarios running beside this one have
     ended (the file WEBSTACK_ALONE_FILE names exists), so a test that times failovers has the CPU to itself. Outside
-    it (the variable unset: a scenario run alone), at once."""
+    it (the variable unset: a scenario run alone), at once. The bound is the session's, not each test's: once it
+    has passed, every later call fails at once."""
     flag = os.environ.get("WEBSTACK_ALONE_FILE")
-    if flag and not wait_for(lambda: Path(flag).exists(), timeout, interval=2):
+    if not flag:
+        return
+    if not ALONE_DEADLINE:
+        ALONE_DEADLINE.append(time.monotonic() + timeout)
+    left = max(0.0, ALONE_DEADLINE[0] - time.monotonic())
+    if not Path(flag).exists() and not wait_for(lambda: Path(flag).exists(), left, interval=2):
         raise AssertionError(f"the scenarios beside this one did not end within {timeout:g} s ({flag} absent)")
 
 

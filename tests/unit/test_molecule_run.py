@@ -8,6 +8,7 @@ from pathlib import Path
 
 import molecule_run
 import pytest
+import webstack_probe as probe
 import yaml
 
 
@@ -167,3 +168,21 @@ def test_a_solo_scenarios_timed_tests_are_let_in_once_the_others_have_ended(tmp_
     while not flag.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert flag.exists()
+
+
+def test_the_solo_wait_is_bounded_once_per_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    flag = tmp_path / "stage3"
+    monkeypatch.setenv(molecule_run.ALONE_VARIABLE, str(flag))
+    monkeypatch.setattr(probe, "ALONE_DEADLINE", [])
+    with pytest.raises(AssertionError, match="did not end within"):
+        probe.wait_alone(timeout=0.1)
+    started = time.monotonic()
+    with pytest.raises(AssertionError, match="did not end within"):
+        probe.wait_alone(timeout=0.1)  # the session's bound has passed: no second wait
+    assert time.monotonic() - started < 1
+    flag.touch()
+    probe.wait_alone(timeout=0.1)  # the others have ended: the test goes on
+    monkeypatch.delenv(molecule_run.ALONE_VARIABLE)
+    monkeypatch.setattr(probe, "ALONE_DEADLINE", [])
+    flag.unlink()
+    probe.wait_alone(timeout=0.1)  # not under /solo: at once

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
@@ -21,10 +20,7 @@ ALL = RUNNER.get_hosts("all")
 def api(path: str, port: int = 9090) -> Any:
     """Prometheus (9090) and Alertmanager (9093) are not exposed to other hosts (ufw): ask from the monitoring host
     itself. A call that fails (a busy CI machine) raises OSError, which wait_for polls past."""
-    reply = probe.get_from(MON, "127.0.0.1", path, port)
-    if reply.status != 200:
-        raise OSError(f"GET {path} on {port}: {reply.status}")
-    return json.loads(reply.body)
+    return probe.get_json_from(MON, "127.0.0.1", path, port)
 
 
 def test_every_target_is_up() -> None:
