@@ -27,6 +27,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "beside_others: times nothing; may run while other scenarios use the CPU")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked beside_others first (otherwise in file order): under make test they run while the other
+    scenarios still use the CPU, and the failover tests, which wait until those have ended, come after them."""
+    items.sort(key=lambda item: item.get_closest_marker("beside_others") is None)
+
+
 @pytest.fixture(autouse=True)
 def alone(request: pytest.FixtureRequest) -> None:
     """Every stage 3 test but those marked beside_others waits until the scenarios running beside this one have

@@ -1,5 +1,5 @@
-"""Stage 3 right after its converge, in check mode. Runs first (file order) and times nothing, so under make test it
-runs while stage 1's last tests still use the CPU; the failover tests after it wait until they have ended."""
+"""Stage 3 right after its converge, in check mode. Times nothing (marked beside_others, so it runs first): under
+make test it runs while the other scenarios still use the CPU; the failover tests wait until they have ended."""
 
 from __future__ import annotations
 
