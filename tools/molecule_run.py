@@ -169,7 +169,24 @@ def parse_group(argument: str) -> list[Planned]:
         if planned.after and (planned.after[0] not in names or planned.after[0] == planned.scenario):
             raise ValueError(f"molecule_run: {planned.scenario} waits for {planned.after[0]}, "
                              "which is not another scenario of its group")
+    reject_deadlocks(group)
     return group
+
+
+def reject_deadlocks(group: list[Planned]) -> None:
+    """A group none of whose scenarios could ever start: a circle of start conditions (`a@b.ended,b@a.verify`), or
+    one waiting for a /solo scenario to end, whose timed tests wait for it to end in turn."""
+    after = {planned.scenario: planned.after for planned in group}
+    solo = {planned.scenario for planned in group if planned.verify_alone}
+    for planned in group:
+        if planned.after and planned.after[0] in solo and planned.after[1] == "ended":
+            raise ValueError(f"molecule_run: {planned.scenario} waits for /solo {planned.after[0]} to end, which "
+                             f"waits for {planned.scenario} to end (wait for @{planned.after[0]}.verify instead)")
+        chain = [planned.scenario]
+        while (condition := after[chain[-1]]) is not None and condition[0] not in chain:
+            chain.append(condition[0])
+        if condition is not None:
+            raise ValueError(f"molecule_run: start conditions wait in a circle: {' -> '.join([*chain, condition[0]])}")
 
 
 class PhaseBoard:
@@ -373,7 +390,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="NAME:bookworm|trixie, run in this order; NAME:R,NAME:R run at the same time")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "molecule-times.json")
     args = parser.parse_args(argv)
-    groups = [parse_group(argument) for argument in args.scenarios]
+    try:
+        groups = [parse_group(argument) for argument in args.scenarios]
+    except ValueError as error:
+        parser.error(str(error))  # exits 2, before any scenario starts
     fast_env = lab.mitogen_env()
     start = time.monotonic()
     logs = args.out.parent / "molecule-logs"

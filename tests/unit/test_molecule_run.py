@@ -48,6 +48,20 @@ def test_a_scenario_can_start_once_another_of_its_group_reaches_a_phase() -> Non
             molecule_run.parse_group(bad)
 
 
+def test_a_group_that_could_never_start_is_refused() -> None:
+    with pytest.raises(ValueError, match="circle: stage1 -> stage2 -> stage1"):
+        molecule_run.parse_group("stage1@stage2.ended,stage2@stage1.verify")
+    with pytest.raises(ValueError, match="circle: stage2 -> roles -> stage3 -> stage2"):
+        molecule_run.parse_group("stage2@roles.create,stage3@stage2.verify,roles@stage3.ended")
+    with pytest.raises(ValueError, match="roles waits for /solo stage3 to end"):
+        molecule_run.parse_group("stage1,stage3@stage1.verify/solo,roles@stage3.ended")
+    assert molecule_run.parse_group("stage1,stage3@stage1.verify/solo,roles@stage3.verify")[2].after == (
+        "stage3", "verify")
+    with pytest.raises(SystemExit) as exited:  # before any scenario starts
+        molecule_run.main(["stage1@stage2.ended,stage2@stage1.verify"])
+    assert exited.value.code == 2
+
+
 def test_the_phase_board_releases_a_waiter_when_the_phase_starts_or_the_scenario_ends() -> None:
     board = molecule_run.PhaseBoard(["stage1", "stage2"])
     assert not board.events[("stage1", "verify")].is_set()
