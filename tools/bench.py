@@ -21,6 +21,10 @@ vs a fresh `make lab` converge, and an idempotent re-run. Deploy: a rolling depl
 rollback, each under 4 clients through the entry host (wall time for the app tier and per host, requests, failed).
 Scale: a spare container joins the app tier (the web and app tiers below stage 3) by an inventory file of its own,
 then leaves, each site.yml run timed under the same load (requests, failed, the new host's share of reads).
+Promote (stage 3, or --only promote): the primary's container killed under a write load (a POST every 0.1 s),
+promote.yml, the time from the kill to the first write taken and the acknowledged writes the new primary lacks; the
+old primary re-joined as a replica; a planned switch back (promote_fence=true) under the same load, and the fenced
+server re-seeded, so the lab ends as it began.
 Traffic goes only to the lab's own containers.
 """
 
@@ -42,6 +46,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "filter_plugins"))
@@ -280,11 +286,100 @@ def cache_effect(stage: int, clients: int = 4, each: int = 500) -> dict[str, Any
                                          "max_gap_s": round(load.max_gap, 2)}}
 
 
-def playbook_command(stage: int, playbook: str, *extra: str) -> tuple[list[str], dict[str, str]]:
-    """`ansible-playbook playbooks/<playbook>` against the stage's lab, with mitogen as `make deploy` runs it."""
-    cmd, env = site_command(stage, *extra)
-    cmd[1] = str(ROOT / "playbooks" / playbook)
+def playbook_command(stage: int, playbook: str, *extra: str,
+                     inventory_dir: Path | None = None) -> tuple[list[str], dict[str, str]]:
+    """`ansible-playbook playbooks/<playbook>` (site.yml: "site.yml") against the stage's lab, with mitogen as
+    `make deploy` runs it."""
+    cmd, env = site_command(stage, *extra, inventory_dir=inventory_dir)
+    if playbook != "site.yml":
+        cmd[1] = str(ROOT / "playbooks" / playbook)
     return cmd, dict(env, **lab.mitogen_env(env))
+
+
+def played(stage: int, playbook: str, *extra: str, inventory_dir: Path | None = None) -> float:
+    """Run a playbook against the lab (it must succeed: its output's end otherwise); its seconds."""
+    cmd, env = playbook_command(stage, playbook, *extra, inventory_dir=inventory_dir)
+    start = time.monotonic()
+    result = subprocess.run(cmd, cwd=ROOT, env=env, text=True, capture_output=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(cmd[:2])} {' '.join(extra)} failed:\n{result.stdout[-3000:]}"
+                         f"{result.stderr[-1000:]}")
+    return time.monotonic() - start
+
+
+def item_ids(container: str) -> set[int]:
+    """The ids of the items table on a database server's container."""
+    out = lab.sh(["docker", "exec", container, "mysql", "-N", "-B", "-e", "SELECT id FROM foobar.items"],
+                 capture=True).stdout
+    return {int(item) for item in out.split()}
+
+
+def swapped_inventory(stage: int, tmp: Path) -> Path:
+    """The stage's inventory copied (links resolved) with the edit promote.yml asks for: the replica in db_primary,
+    the primary in db_replicas."""
+    copy = tmp / f"stage{stage}-promoted"
+    shutil.copytree(ROOT / "inventories" / f"stage{stage}", copy, symlinks=False)
+    path = copy / "hosts.yml"
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    groups = document["all"]["children"]
+    groups["db_primary"], groups["db_replicas"] = groups["db_replicas"], groups["db_primary"]
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return copy
+
+
+def write_figures(writer: probe.Writer, start: float, on_primary: set[int]) -> dict[str, Any]:
+    """What a write load saw from `start` on: acknowledged, failed, the longest time no write was taken, the first
+    write taken after `start` and how many acknowledged writes the (new) primary lacks."""
+    after = [at for at, _ in writer.acknowledged if at > start]
+    return {"acknowledged": len(writer.acknowledged), "failed": len(writer.failed),
+            "longest_write_gap_s": round(writer.longest_gap, 1),
+            "first_write_after_s": round(min(after) - start, 1) if after else None,
+            "acknowledged_missing": len(writer.ids() - on_primary)}
+
+
+def writes_taken(writer: probe.Writer) -> None:
+    """Wait (bounded) until the site has taken 20 of `writer`'s writes: the measurement starts from a working site."""
+    if not probe.wait_for(lambda: len(writer.acknowledged) >= 20, timeout=30):
+        raise SystemExit(f"bench: the site takes no writes before the primary's loss: {writer.failed[-5:]}")
+
+
+def primary_loss(stage: int, tmp: Path) -> dict[str, Any]:
+    """The database primary killed under a write load (a POST through the entry host every 0.1 s): promote.yml,
+    the time from the kill to writes taken again, and whether every acknowledged write is on the new primary; the
+    old primary rejoins as a replica (the inventory edited, mysql_replication_reseed=true); then a planned switch
+    back under the same load (promote.yml with promote_fence=true: the answering primary is fenced) and the fenced
+    one re-seeded, so the lab ends as it began."""
+    entry, cafile, primary = entry_and_primary(stage)
+    replica = next(h for h in lab.load_hosts(stage) if "db_replicas" in h.groups)
+    swapped = swapped_inventory(stage, tmp)
+    pair = f"{primary.name},{replica.name}"
+    out: dict[str, Any] = {"primary": primary.name, "replica": replica.name, "write_every_s": 0.1}
+    with probe.Writer(entry, cafile) as writer:
+        writes_taken(writer)
+        lab.sh(["docker", "kill", primary.container], capture=True)
+        killed = time.monotonic()
+        promote_s = played(stage, "promote.yml")
+        probe.wait_for(lambda: writer.acknowledged_after(killed + promote_s), timeout=30)
+    out["kill_and_promote"] = {"promote_s": round(promote_s, 1), "acknowledged_before_kill": len(writer.ids(killed)),
+                               **write_figures(writer, killed, item_ids(replica.container))}
+    lab.sh(["docker", "start", primary.container], capture=True)
+    lab.sh(["docker", "exec", primary.container, "timeout", "60", "systemctl", "is-system-running", "--wait"],
+           check=False, capture=True)
+    lab.wait_for_ssh(lab.container_address(stage, primary.name))
+    out["rejoin_s"] = round(played(stage, "site.yml", "--limit", pair, "-e", "mysql_replication_reseed=true",
+                                   inventory_dir=swapped), 1)
+    with probe.Writer(entry, cafile) as writer:
+        writes_taken(writer)
+        switched = time.monotonic()
+        switch_s = played(stage, "promote.yml", "-e", "promote_fence=true", inventory_dir=swapped)
+        probe.wait_for(lambda: writer.acknowledged_after(switched + switch_s), timeout=30)
+    out["switch_back_fenced"] = {"promote_s": round(switch_s, 1),
+                                 **write_figures(writer, switched, item_ids(primary.container))}
+    out["fenced_rejoin_s"] = round(played(stage, "site.yml", "--limit", pair, "-e", "mysql_replication_reseed=true"),
+                                   1)
+    status = lab.sh(["docker", "exec", replica.container, "mysql", "-e", "SHOW SLAVE STATUS\\G"], capture=True).stdout
+    out["replica_replicating_at_the_end"] = "Slave_IO_Running: Yes" in status and "Slave_SQL_Running: Yes" in status
+    return out
 
 
 def timed_under_load(cmd: list[str], env: dict[str, str], entry: str, cafile: str | None, clients: int,
@@ -438,9 +533,10 @@ def targets(floor_s: float) -> dict[str, float]:
             "rerun_max_s": round(0.5 * PEER_RERUN_S * floor_s / PEER_FLOOR_S, 1)}
 
 
-def site_command(stage: int, *extra: str) -> tuple[list[str], dict[str, str]]:
-    """`ansible-playbook site.yml` against the stage's lab, and its environment (the lab's secrets)."""
-    inventory = ["-i", str(ROOT / "inventories" / f"stage{stage}"), "-i",
+def site_command(stage: int, *extra: str, inventory_dir: Path | None = None) -> tuple[list[str], dict[str, str]]:
+    """`ansible-playbook site.yml` against the stage's lab (its inventory, or `inventory_dir` in its place), and its
+    environment (the lab's secrets)."""
+    inventory = ["-i", str(inventory_dir or ROOT / "inventories" / f"stage{stage}"), "-i",
                  str(ROOT / "build" / "lab" / f"stage{stage}" / "lab.yml")]
     env = dict(os.environ, **lab.stage_env(stage))
     return ["ansible-playbook", str(ROOT / "site.yml"), *inventory, *extra], env
@@ -476,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench.json")
     parser.add_argument("--stage", type=int, default=1)
     parser.add_argument("--release", default="bookworm", choices=["bookworm", "trixie"])
-    parser.add_argument("--only", choices=["serving", "converge", "failover", "deploy", "scale"])
+    parser.add_argument("--only", choices=["serving", "converge", "failover", "deploy", "scale", "promote"])
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args(argv)
@@ -497,6 +593,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "scale"):
         with tempfile.TemporaryDirectory() as tmp:
             results["scale"] = scale_out_and_in(args.stage, Path(tmp), args.release)
+    if args.only == "promote" or (args.only is None and args.stage >= 3):  # the primary on a host of its own
+        with tempfile.TemporaryDirectory() as tmp:
+            results["primary_loss"] = primary_loss(args.stage, Path(tmp))
     if args.only in (None, "failover"):
         results["primary_blackholed"] = primary_blackholed(args.stage)
         if args.stage >= 3:

@@ -433,6 +433,58 @@ class LoadLoop:
                 f"failures={[(o.status, o.error) for o in self.failed][:5]}")
 
 
+@dataclass
+class Writer:
+    """POSTs a new item to `address` every `interval` s in a thread, at most `limit`, until stopped; records each
+    acknowledged id with when its answer came, and the failures (for what a failover keeps and loses)."""
+
+    address: str
+    cafile: str | None = None
+    interval: float = 0.1
+    limit: int = 1500
+    acknowledged: list[tuple[float, int]] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        for _ in range(self.limit):
+            if self.stop.is_set():
+                return
+            try:
+                reply = request(self.address, "POST", "/api/items", {"text": unique_text("writer")}, timeout=10,
+                                cafile=self.cafile)
+                if reply.status == 201:
+                    self.acknowledged.append((time.monotonic(), int(reply.json()["id"])))
+                else:
+                    self.failed.append(str(reply.status))
+            except (OSError, http.client.HTTPException) as exc:
+                self.failed.append(repr(exc))
+            self.stop.wait(self.interval)
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+    def acknowledged_after(self, moment: float) -> bool:
+        return any(at > moment for at, _ in self.acknowledged)
+
+    def ids(self, until: float = float("inf")) -> set[int]:
+        """The ids acknowledged up to `until` (monotonic time), all by default."""
+        return {item for at, item in self.acknowledged if at <= until}
+
+    @property
+    def longest_gap(self) -> float:
+        """Longest time between two acknowledgements in a row: how long writes were not taken."""
+        return max((b - a for (a, _), (b, _) in itertools.pairwise(self.acknowledged)), default=0.0)
+
+
 @contextmanager
 def load_clients(address: str, count: int, **settings: Any) -> Iterator[list[LoadLoop]]:
     """`count` LoadLoops against `address` at once, each with `settings` (interval, limit, write_every, ...), all

@@ -205,3 +205,30 @@ def test_only_play_takes_playbook_arguments() -> None:
         lab.main(["play", "1"])
     with pytest.raises(SystemExit):
         lab.main(["smoke", "1", "-e", "x=1"])
+
+
+def test_the_promoted_inventory_swaps_the_database_groups_only(tmp_path: Path) -> None:
+    import bench
+
+    copy = bench.swapped_inventory(3, tmp_path)
+    original = yaml.safe_load((ROOT / "inventories" / "stage3" / "hosts.yml").read_text(encoding="utf-8"))
+    swapped = yaml.safe_load((copy / "hosts.yml").read_text(encoding="utf-8"))
+    before, after = original["all"]["children"], swapped["all"]["children"]
+    assert after["db_primary"] == before["db_replicas"] and after["db_replicas"] == before["db_primary"]
+    assert {k: v for k, v in after.items() if not k.startswith("db_")} == {
+        k: v for k, v in before.items() if not k.startswith("db_")}
+    assert (copy / "group_vars").is_dir() and not (copy / "group_vars").is_symlink()
+
+
+def test_write_figures_count_the_gap_and_the_writes_the_primary_lacks() -> None:
+    import bench
+    import webstack_probe as probe
+
+    writer = probe.Writer("192.0.2.1")
+    writer.acknowledged = [(10.0, 1), (10.1, 2), (14.6, 3), (14.7, 4)]
+    writer.failed = ["503", "503"]
+    assert writer.ids(until=10.1) == {1, 2} and writer.acknowledged_after(14.6) and not writer.acknowledged_after(15)
+    assert bench.write_figures(writer, 10.5, {1, 2, 3}) == {
+        "acknowledged": 4, "failed": 2, "longest_write_gap_s": 4.5, "first_write_after_s": 4.1,
+        "acknowledged_missing": 1}
+    assert bench.write_figures(writer, 20.0, {1, 2, 3, 4})["first_write_after_s"] is None

@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import webstack_probe as probe
@@ -26,40 +24,6 @@ RESULTS = probe.ROOT / "build" / "stage3-promote.json"
 testinfra_hosts = [LBS[0]]
 
 
-@dataclass
-class Writer:
-    """POSTs a new item through the VIP every `interval` s in a thread, at most `limit`; records the acknowledged ids
-    with when their answer came, and the failures."""
-
-    cafile: str
-    interval: float = 0.1
-    limit: int = 1500
-    acknowledged: list[tuple[float, int]] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self) -> None:
-        for _ in range(self.limit):
-            if self.stop.is_set():
-                return
-            try:
-                reply = probe.request(VIP, "POST", "/api/items", {"text": probe.unique_text("promote")}, timeout=10,
-                                      cafile=self.cafile)
-                if reply.status == 201:
-                    self.acknowledged.append((time.monotonic(), int(reply.json()["id"])))
-                else:
-                    self.failed.append(str(reply.status))
-            except OSError as exc:
-                self.failed.append(repr(exc))
-            self.stop.wait(self.interval)
-
-    def acknowledged_after(self, moment: float) -> bool:
-        return any(at > moment for at, _ in self.acknowledged)
-
-
 def test_promoting_the_replica_after_the_primary_is_killed_keeps_every_acknowledged_write(root: str) -> None:
     inventory = str(Path(INVENTORY).parent)
     # While the primary answers, the playbook refuses (its clients may still write there) and changes nothing.
@@ -67,9 +31,8 @@ def test_promoting_the_replica_after_the_primary_is_killed_keeps_every_acknowled
     assert refused.returncode != 0 and "promote_fence=true" in refused.stdout + refused.stderr, refused.stdout[-3000:]
     assert all(counters["changed"] == 0 for counters in recap.values()), recap
 
-    writer = Writer(root)
-    writer.thread.start()
-    try:
+    writer = probe.Writer(VIP, root)
+    with writer:
         assert probe.wait_for(lambda: len(writer.acknowledged) >= 20, timeout=30), writer.failed[-5:]
         subprocess.run(["docker", "kill", PRIMARY], check=True, capture_output=True)  # not started again
         killed = time.monotonic()
@@ -83,15 +46,12 @@ def test_promoting_the_replica_after_the_primary_is_killed_keeps_every_acknowled
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")  # for the closing note
         print(f"promotion: {figures}")
-    finally:
-        writer.stop.set()
-        writer.thread.join(timeout=30)
 
     on_new_primary = {int(row) for row in probe.node(REPLICA).check_output(
         "mysql -N -B -e 'SELECT id FROM foobar.items'").split()}
-    before_kill = {item for at, item in writer.acknowledged if at <= killed}
+    before_kill = writer.ids(until=killed)
     assert before_kill and before_kill <= on_new_primary, sorted(before_kill - on_new_primary)
-    assert {item for _, item in writer.acknowledged} <= on_new_primary
+    assert writer.ids() <= on_new_primary
     assert probe.node(REPLICA).check_output("mysql -N -B -e 'SELECT @@global.read_only'") == "0"
     assert probe.node(REPLICA).check_output("mysql -N -B -e 'SHOW SLAVE STATUS'") == ""
     assert "read_only = OFF" in probe.node(REPLICA).check_output("cat /etc/mysql/mariadb.conf.d/60-webstack.cnf")
