@@ -31,12 +31,11 @@ export WEBSTACK_SECRETS_DIR ?= $(BUILD)/secrets
 # scenario:debian-release pairs, run in this order (stage1 and stage2 mix in Debian 13 hosts themselves); a comma
 # joins scenarios that run at the same time, @other.phase starts one once the other reaches that phase or ends
 # (@other.ended): stage2's and stage3's converges use the CPU that stage1's verifier leaves idle while it waits on
-# failovers and load loops, and stage3, the longest after stage1, starts as early; roles starts once stage2 has
-# ended, so stage2's timed tests share the 2 cores with two scenarios, not three. /solo holds a scenario's timed
-# tests until the rest of its group has ended (stage3 times its failovers; its check-mode test and its converge
-# with a dead load balancer run before, beside the others).
+# failovers and load loops; stage3 starts once stage2 has ended, so stage2's timed tests share the 2 cores with
+# two scenarios, not three. /solo holds a scenario's timed tests until the rest of its group has ended (stage3
+# times its failovers).
 MOLECULE_SCENARIOS ?= stage0:bookworm,firewall:bookworm \
-  stage1:bookworm,stage2:bookworm@stage1.verify,stage3:bookworm@stage1.verify/solo,roles:bookworm@stage2.ended
+  stage1:bookworm,stage2:bookworm@stage1.verify,roles:bookworm@stage2.verify,stage3:bookworm@stage2.ended/solo
 # Stages make bench measures, one after the other (each brings its own lab up and leaves it running).
 BENCH_STAGES ?= 1 3
 
