@@ -146,19 +146,31 @@ def changed_secrets(secrets: Mapping[str, str], remembered: Any, allowed: Iterab
     return [name for name, print_ in now.items() if name in stored and name not in skip and stored[name] != print_]
 
 
-def promotion_contradictions(states: Iterable[Mapping[str, Any]], primary: str) -> list[str]:
+def promotion_contradictions(states: Iterable[Mapping[str, Any]], primary: str, reseed: bool = False) -> list[str]:
     """What the inventory says against what playbooks/promote.yml left on the database servers: `states` are the
     results of slurping each one's replication state file (item = its inventory name; content, base64 JSON
-    {"role": "primary" | "fenced"}, absent where there is none or the host did not answer), `primary` the host the
-    inventory names the primary. A promoted server must be that primary, a fenced one must not be."""
+    {"role": "primary" | "fenced", "at": epoch seconds}, absent where there is none or the host did not answer),
+    `primary` the host the inventory names the primary, `reseed` whether this run re-seeds the replicas.
+
+    The last server promoted must be that primary, and a fenced one must not be. One promoted before it (a primary
+    again once, lost again since) holds data of its own: only a run that re-seeds it as a replica may touch it."""
     found = []
+    records = []
     for state in states:
-        if not state.get("content"):
-            continue
-        host = str(state["item"])
-        role = yaml.safe_load(base64.b64decode(state["content"]).decode("utf-8")).get("role")
-        if role == "primary" and host != primary:
+        if state.get("content"):
+            record = yaml.safe_load(base64.b64decode(state["content"]).decode("utf-8"))
+            records.append((float(record.get("at", 0)), str(state["item"]), record.get("role")))
+    promoted = sorted((at, host) for at, host, role in records if role == "primary")
+    if len(promoted) > 1 and promoted[-1][0] == promoted[-2][0]:
+        return [f"{' and '.join(host for _, host in promoted)} were each promoted to primary and their records do not "
+                "say which was last: remove the record (mysql_replication_state_path) of those that are not the "
+                "primary"]
+    for at, host, role in records:
+        if role == "primary" and (at, host) == promoted[-1] and host != primary:
             found.append(f"{host} was promoted to primary, but the inventory names {primary}")
+        elif role == "primary" and host != primary and not reseed:
+            found.append(f"{host} was promoted to primary before {promoted[-1][1]} was: it holds data of its own, "
+                         "list it as a replica and run once with -e mysql_replication_reseed=true")
         elif role == "fenced" and host == primary:
             found.append(f"{host} was fenced (replaced as the primary), but the inventory still names it the primary")
     return found

@@ -24,7 +24,7 @@ then leaves, each site.yml run timed under the same load (requests, failed, the 
 Promote (stage 3, or --only promote): the primary's container killed under a write load (a POST every 0.1 s),
 promote.yml, the time from the kill to the first write taken and the acknowledged writes the new primary lacks; the
 old primary re-joined as a replica; a planned switch back (promote_fence=true) under the same load, and the fenced
-server re-seeded, so the lab ends as it began.
+server re-seeded and the app tier converged (its reads back on the replica), so the lab ends as it began.
 Traffic goes only to the lab's own containers.
 """
 
@@ -348,7 +348,8 @@ def primary_loss(stage: int, tmp: Path) -> dict[str, Any]:
     the time from the kill to writes taken again, and whether every acknowledged write is on the new primary; the
     old primary rejoins as a replica (the inventory edited, mysql_replication_reseed=true); then a planned switch
     back under the same load (promote.yml with promote_fence=true: the answering primary is fenced) and the fenced
-    one re-seeded, so the lab ends as it began."""
+    one re-seeded and the app tier converged (promote.yml sent its reads to the primary), so the lab ends as it
+    began."""
     entry, cafile, primary = entry_and_primary(stage)
     replica = next(h for h in lab.load_hosts(stage) if "db_replicas" in h.groups)
     swapped = swapped_inventory(stage, tmp)
@@ -377,6 +378,8 @@ def primary_loss(stage: int, tmp: Path) -> dict[str, Any]:
                                  **write_figures(writer, switched, item_ids(primary.container))}
     out["fenced_rejoin_s"] = round(played(stage, "site.yml", "--limit", pair, "-e", "mysql_replication_reseed=true"),
                                    1)
+    # promote.yml sent the app tier's reads to the new primary too; a converge of the tier sends them to the replica.
+    out["app_reads_to_replica_s"] = round(played(stage, "site.yml", "--limit", "appservers"), 1)
     status = lab.sh(["docker", "exec", replica.container, "mysql", "-e", "SHOW SLAVE STATUS\\G"], capture=True).stdout
     out["replica_replicating_at_the_end"] = "Slave_IO_Running: Yes" in status and "Slave_SQL_Running: Yes" in status
     return out

@@ -169,3 +169,25 @@ def test_promotion_contradictions_name_a_promoted_replica_and_a_fenced_primary()
     assert found == ["db-01 was fenced (replaced as the primary), but the inventory still names it the primary",
                      "db-02 was promoted to primary, but the inventory names db-01"]
     assert webstack.promotion_contradictions([{"item": "db-03", "unreachable": True}], "db-01") == []
+
+
+def test_the_last_promotion_decides_and_an_earlier_one_needs_a_reseed() -> None:
+    def state(host: str, role: str, at: float | None) -> dict[str, object]:
+        record = {"role": role} | ({} if at is None else {"at": at})
+        return {"item": host, "content": base64.b64encode(json.dumps(record).encode()).decode()}
+
+    # db-01 promoted (a switch back), lost again, db-02 promoted after it: db-02 is the primary now.
+    states = [state("db-01", "primary", 100.0), state("db-02", "primary", 200.0)]
+    assert webstack.promotion_contradictions(states, "db-01", reseed=True) == [
+        "db-02 was promoted to primary, but the inventory names db-01"]
+    assert webstack.promotion_contradictions(states, "db-02", reseed=True) == []
+    assert webstack.promotion_contradictions(states, "db-02") == [
+        "db-01 was promoted to primary before db-02 was: it holds data of its own, list it as a replica and run once "
+        "with -e mysql_replication_reseed=true"]
+    # A record without a time (written before records had one) is the oldest.
+    assert webstack.promotion_contradictions([state("db-01", "primary", None), state("db-02", "primary", 5.0)],
+                                             "db-02", reseed=True) == []
+    # Two without one (or at the same time): which is the primary is the operator's call.
+    found = webstack.promotion_contradictions([state("db-01", "primary", None), state("db-02", "primary", None)],
+                                              "db-02", reseed=True)
+    assert len(found) == 1 and found[0].startswith("db-01 and db-02 were each promoted"), found
