@@ -47,8 +47,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "filter_plugins"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
@@ -314,19 +312,6 @@ def item_ids(container: str) -> set[int]:
     return {int(item) for item in out.split()}
 
 
-def swapped_inventory(stage: int, tmp: Path) -> Path:
-    """The stage's inventory copied (links resolved) with the edit promote.yml asks for: the replica in db_primary,
-    the primary in db_replicas."""
-    copy = tmp / f"stage{stage}-promoted"
-    shutil.copytree(ROOT / "inventories" / f"stage{stage}", copy, symlinks=False)
-    path = copy / "hosts.yml"
-    document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    groups = document["all"]["children"]
-    groups["db_primary"], groups["db_replicas"] = groups["db_replicas"], groups["db_primary"]
-    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-    return copy
-
-
 def write_figures(writer: probe.Writer, start: float, on_primary: set[int]) -> dict[str, Any]:
     """What a write load saw from `start` on: acknowledged, failed, the longest time no write was taken, the first
     write taken after `start` and how many acknowledged writes the (new) primary lacks."""
@@ -352,7 +337,8 @@ def primary_loss(stage: int, tmp: Path) -> dict[str, Any]:
     began."""
     entry, cafile, primary = entry_and_primary(stage)
     replica = next(h for h in lab.load_hosts(stage) if "db_replicas" in h.groups)
-    swapped = swapped_inventory(stage, tmp)
+    swapped = probe.promoted_inventory(ROOT / "inventories" / f"stage{stage}", tmp / f"stage{stage}-promoted",
+                                       "hosts.yml")
     pair = f"{primary.name},{replica.name}"
     out: dict[str, Any] = {"primary": primary.name, "replica": replica.name, "write_every_s": 0.1}
     with probe.Writer(entry, cafile) as writer:

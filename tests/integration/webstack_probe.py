@@ -279,6 +279,18 @@ def spare_container(name: str, hostname: str, network: str, address: str, image:
         subprocess.run(["docker", "rm", "-f", name], check=False, capture_output=True)
 
 
+def promoted_inventory(source: Path, target: Path, name: str) -> Path:
+    """The inventory directory `source` copied to `target` (links resolved) with the edit promote.yml asks for in its
+    file `name`: the replica in db_primary, the primary in db_replicas (groups at the top, or under all.children)."""
+    shutil.copytree(source, target, symlinks=False)
+    path = target / name
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    groups = document if "db_primary" in document else document["all"]["children"]
+    groups["db_primary"], groups["db_replicas"] = groups["db_replicas"], groups["db_primary"]
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return target
+
+
 def take_backup(host: Any, directory: str = BACKUPS) -> str:
     """Run the backup role's service now and wait for it; return the new backup's name, its checksums verified."""
     host.check_output("systemctl start webstack-backup.service")

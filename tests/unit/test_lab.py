@@ -208,9 +208,9 @@ def test_only_play_takes_playbook_arguments() -> None:
 
 
 def test_the_promoted_inventory_swaps_the_database_groups_only(tmp_path: Path) -> None:
-    import bench
+    import webstack_probe as probe
 
-    copy = bench.swapped_inventory(3, tmp_path)
+    copy = probe.promoted_inventory(ROOT / "inventories" / "stage3", tmp_path / "stage3", "hosts.yml")
     original = yaml.safe_load((ROOT / "inventories" / "stage3" / "hosts.yml").read_text(encoding="utf-8"))
     swapped = yaml.safe_load((copy / "hosts.yml").read_text(encoding="utf-8"))
     before, after = original["all"]["children"], swapped["all"]["children"]

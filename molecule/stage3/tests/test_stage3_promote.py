@@ -9,13 +9,11 @@ primary afterwards."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import webstack_probe as probe
-import yaml
 from test_stage3 import APP, INVENTORY, LBS, REPLICA, RUNNER, VIP
 
 PRIMARY = RUNNER.get_hosts("db_primary")[0]
@@ -68,18 +66,6 @@ def test_promoting_the_replica_after_the_primary_is_killed_keeps_every_acknowled
     assert all(probe.container_address(REPLICA) in config for config in app_config.values()), app_config
 
 
-def edited_inventory(tmp_path: Path) -> Path:
-    """The scenario's inventory copied (links resolved) with the edit promote.yml asks for: the promoted server in
-    db_primary, the old primary in db_replicas."""
-    inventory = tmp_path / "inventory"
-    shutil.copytree(Path(INVENTORY).parent, inventory, symlinks=False)
-    path = inventory / "ansible_inventory.yml"
-    document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    document["db_primary"], document["db_replicas"] = document["db_replicas"], document["db_primary"]
-    path.write_text(yaml.safe_dump(document), encoding="utf-8")
-    return inventory
-
-
 def test_the_old_primary_rejoins_as_a_replica_after_the_inventory_edit(tmp_path: Path, root: str) -> None:
     """The killed primary comes back (a writable server with data of its own); with the inventory edited, one run
     with mysql_replication_reseed=true re-seeds it from the new primary and it replicates; the next run changes
@@ -87,7 +73,7 @@ def test_the_old_primary_rejoins_as_a_replica_after_the_inventory_edit(tmp_path:
     subprocess.run(["docker", "start", PRIMARY], check=True, capture_output=True)
     subprocess.run(["docker", "exec", PRIMARY, "timeout", "60", "systemctl", "is-system-running", "--wait"],
                    check=False, capture_output=True)
-    inventory = str(edited_inventory(tmp_path))
+    inventory = str(probe.promoted_inventory(Path(INVENTORY).parent, tmp_path / "inventory", "ansible_inventory.yml"))
     pair = f"{REPLICA},{PRIMARY}"
     rejoined, recap = probe.run_playbook(probe.ROOT / "site.yml", inventory, "--limit", pair,
                                          "-e", "mysql_replication_reseed=true")
