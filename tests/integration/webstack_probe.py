@@ -259,24 +259,44 @@ def table_state(host: Any, table: str) -> tuple[int, str]:
     return int(rows[0]), rows[-1]
 
 
-@contextmanager
-def spare_container(name: str, hostname: str, network: str, address: str, image: str) -> Iterator[str]:
-    """A host booted like the scenario's platforms (systemd as PID 1, tools/systemd-container.yml) at `address` of
-    `network`, in no inventory: a new machine to scale out onto. Yields its name; removed afterwards."""
+def boot_container(name: str, hostname: str, network: str, address: str, image: str,
+                   aliases: tuple[str, ...] = ()) -> None:
+    """Start a host booted like the scenario's platforms (systemd as PID 1, tools/systemd-container.yml) at `address`
+    of `network`, and wait (bounded) until systemd has finished booting it."""
     sys.path.insert(0, str(ROOT / "tools"))
     import lab
 
+    names = [arg for alias in aliases for arg in ("--network-alias", alias)]
     subprocess.run(["docker", "run", "-d", "--name", name, "--hostname", hostname, "--network", network,
-                    "--ip", address, "--label", "owner=molecule", *lab.SYSTEMD_FLAGS, image, lab.SYSTEMD["command"]],
-                   check=True, capture_output=True)
+                    "--ip", address, *names, "--label", "owner=molecule", *lab.SYSTEMD_FLAGS, image,
+                    lab.SYSTEMD["command"]], check=True, capture_output=True)
+    booted = wait_for(lambda: subprocess.run(["docker", "exec", name, "systemctl", "is-system-running"],
+                                             capture_output=True, text=True, check=False).stdout.strip()
+                      in ("running", "degraded"), timeout=60)
+    assert booted, f"{name}: systemd did not finish booting"
+
+
+@contextmanager
+def spare_container(name: str, hostname: str, network: str, address: str, image: str) -> Iterator[str]:
+    """A new machine to scale out onto (boot_container), in no inventory. Yields its name; removed afterwards."""
     try:
-        booted = wait_for(lambda: subprocess.run(["docker", "exec", name, "systemctl", "is-system-running"],
-                                                 capture_output=True, text=True, check=False).stdout.strip()
-                          in ("running", "degraded"), timeout=60)
-        assert booted, f"{name}: systemd did not finish booting"
+        boot_container(name, hostname, network, address, image)
         yield name
     finally:
         subprocess.run(["docker", "rm", "-f", name], check=False, capture_output=True)
+
+
+def replace_container(name: str) -> None:
+    """The machine `name` lost for good (`docker rm -f`: its disks too) and a new one in its place from the same
+    bare image: same name, hostname, network, address and network aliases, nothing installed."""
+    inspected = json.loads(subprocess.run(["docker", "inspect", name], check=True, capture_output=True,
+                                          text=True).stdout)[0]
+    (network, settings), = inspected["NetworkSettings"]["Networks"].items()
+    aliases = tuple(alias for alias in settings.get("Aliases") or ()
+                    if alias not in (name, inspected["Config"]["Hostname"], inspected["Id"][:12]))
+    subprocess.run(["docker", "rm", "-f", "-v", name], check=True, capture_output=True)
+    boot_container(name, inspected["Config"]["Hostname"], network, settings["IPAddress"],
+                   inspected["Config"]["Image"], aliases)
 
 
 def promoted_inventory(source: Path, target: Path, name: str) -> Path:
