@@ -349,9 +349,7 @@ def primary_loss(stage: int, tmp: Path) -> dict[str, Any]:
         probe.wait_for(lambda: writer.acknowledged_after(killed + promote_s), timeout=30)
     out["kill_and_promote"] = {"promote_s": round(promote_s, 1), "acknowledged_before_kill": len(writer.ids(killed)),
                                **write_figures(writer, killed, item_ids(replica.container))}
-    lab.sh(["docker", "start", primary.container], capture=True)
-    lab.sh(["docker", "exec", primary.container, "timeout", "60", "systemctl", "is-system-running", "--wait"],
-           check=False, capture=True)
+    probe.start_booted(primary.container)
     lab.wait_for_ssh(lab.container_address(stage, primary.name))
     out["rejoin_s"] = round(played(stage, "site.yml", "--limit", pair, "-e", "mysql_replication_reseed=true",
                                    inventory_dir=swapped), 1)

@@ -270,10 +270,21 @@ def boot_container(name: str, hostname: str, network: str, address: str, image: 
     subprocess.run(["docker", "run", "-d", "--name", name, "--hostname", hostname, "--network", network,
                     "--ip", address, *names, "--label", "owner=molecule", *lab.SYSTEMD_FLAGS, image,
                     lab.SYSTEMD["command"]], check=True, capture_output=True)
-    booted = wait_for(lambda: subprocess.run(["docker", "exec", name, "systemctl", "is-system-running"],
-                                             capture_output=True, text=True, check=False).stdout.strip()
-                      in ("running", "degraded"), timeout=60)
-    assert booted, f"{name}: systemd did not finish booting"
+    assert wait_booted(name), f"{name}: systemd did not finish booting"
+
+
+def wait_booted(container: str, timeout: float = 60) -> bool:
+    """Wait (bounded) until systemd in `container` has finished booting (running, or degraded). Polled: right after
+    a start `systemctl is-system-running --wait` can fail at once, before systemd answers on its bus."""
+    return wait_for(lambda: subprocess.run(["docker", "exec", container, "systemctl", "is-system-running"],
+                                           capture_output=True, text=True, check=False).stdout.strip()
+                    in ("running", "degraded"), timeout=timeout)
+
+
+def start_booted(container: str) -> bool:
+    """`docker start` a stopped (killed) container and wait (bounded) until its systemd has booted."""
+    subprocess.run(["docker", "start", container], check=True, capture_output=True)
+    return wait_booted(container)
 
 
 @contextmanager
@@ -647,9 +658,7 @@ def killed(container: str) -> Iterator[None]:
     try:
         yield
     finally:
-        subprocess.run(["docker", "start", container], check=True, capture_output=True)
-        subprocess.run(["docker", "exec", container, "timeout", "60", "systemctl", "is-system-running", "--wait"],
-                       check=False, capture_output=True)
+        start_booted(container)
 
 
 @contextmanager

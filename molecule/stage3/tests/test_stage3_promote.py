@@ -70,9 +70,7 @@ def test_the_old_primary_rejoins_as_a_replica_after_the_inventory_edit(tmp_path:
     """The killed primary comes back (a writable server with data of its own); with the inventory edited, one run
     with mysql_replication_reseed=true re-seeds it from the new primary and it replicates; the next run changes
     nothing."""
-    subprocess.run(["docker", "start", PRIMARY], check=True, capture_output=True)
-    subprocess.run(["docker", "exec", PRIMARY, "timeout", "60", "systemctl", "is-system-running", "--wait"],
-                   check=False, capture_output=True)
+    probe.start_booted(PRIMARY)
     inventory = str(probe.promoted_inventory(Path(INVENTORY).parent, tmp_path / "inventory", "ansible_inventory.yml"))
     pair = f"{REPLICA},{PRIMARY}"
     rejoined, recap = probe.run_playbook(probe.ROOT / "site.yml", inventory, "--limit", pair,
