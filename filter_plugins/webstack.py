@@ -159,7 +159,7 @@ def promotion_contradictions(states: Iterable[Mapping[str, Any]], primary: str, 
     for state in states:
         if state.get("content"):
             record = yaml.safe_load(base64.b64decode(state["content"]).decode("utf-8"))
-            records.append((float(record.get("at", 0)), str(state["item"]), record.get("role")))
+            records.append((float(record.get("at") or 0), str(state["item"]), record.get("role")))
     promoted = sorted((at, host) for at, host, role in records if role == "primary")
     if len(promoted) > 1 and promoted[-1][0] == promoted[-2][0]:
         return [f"{' and '.join(host for _, host in promoted)} were each promoted to primary and their records do not "

@@ -191,3 +191,12 @@ def test_the_last_promotion_decides_and_an_earlier_one_needs_a_reseed() -> None:
     found = webstack.promotion_contradictions([state("db-01", "primary", None), state("db-02", "primary", None)],
                                               "db-02", reseed=True)
     assert len(found) == 1 and found[0].startswith("db-01 and db-02 were each promoted"), found
+
+
+def test_a_record_whose_time_is_null_counts_as_the_oldest() -> None:
+    """As the mysql role reads it (`| float`): null is 0, not an error."""
+    def state(host: str, at: object) -> dict[str, object]:
+        record = json.dumps({"role": "primary", "at": at}).encode()
+        return {"item": host, "content": base64.b64encode(record).decode()}
+
+    assert webstack.promotion_contradictions([state("db-01", None), state("db-02", 5.0)], "db-02", reseed=True) == []
