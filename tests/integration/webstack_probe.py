@@ -303,11 +303,14 @@ def replace_container(name: str) -> None:
     inspected = json.loads(subprocess.run(["docker", "inspect", name], check=True, capture_output=True,
                                           text=True).stdout)[0]
     (network, settings), = inspected["NetworkSettings"]["Networks"].items()
+    # The address asked for at creation, else the one it has (empty on a stopped container): known before the rm.
+    address = (settings.get("IPAMConfig") or {}).get("IPv4Address") or settings["IPAddress"]
+    assert address, f"{name}: no address to give its replacement"
     aliases = tuple(alias for alias in settings.get("Aliases") or ()
                     if alias not in (name, inspected["Config"]["Hostname"], inspected["Id"][:12]))
     subprocess.run(["docker", "rm", "-f", "-v", name], check=True, capture_output=True)
-    boot_container(name, inspected["Config"]["Hostname"], network, settings["IPAddress"],
-                   inspected["Config"]["Image"], aliases)
+    # The image it was made from (its id: the tag may name a newer build by now).
+    boot_container(name, inspected["Config"]["Hostname"], network, address, inspected["Image"], aliases)
 
 
 def promoted_inventory(source: Path, target: Path, name: str) -> Path:
